@@ -1,0 +1,51 @@
+"""lro_async: Google-style long-running operations for asyncio.
+
+Await any ``google.longrunning`` operation (``await op``) with one shared long-poll per
+operation, and serve operations from grpc.aio with an event-driven WaitOperation.
+"""
+
+from __future__ import annotations
+
+from . import stores as stores
+from .backoff import Backoff as Backoff
+from .errors import InvalidArgument as InvalidArgument
+from .errors import LroError as LroError
+from .errors import OperationCancelled as OperationCancelled
+from .errors import OperationFailed as OperationFailed
+from .errors import OperationNotFound as OperationNotFound
+from .errors import OperationTimeout as OperationTimeout
+from .errors import PermissionDenied as PermissionDenied
+from .errors import ResourceExhausted as ResourceExhausted
+from .errors import RpcError as RpcError
+from .errors import StoreError as StoreError
+from .errors import UnexpectedOperationState as UnexpectedOperationState
+from .server.context import OperationContext as OperationContext
+from .server.manager import OperationManager as OperationManager
+from .server.servicer import AsyncOperationsServicer as AsyncOperationsServicer
+from .server.servicer import server_options as server_options
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    # configuration
+    "Backoff",
+    # errors
+    "InvalidArgument",
+    "LroError",
+    "OperationCancelled",
+    "OperationFailed",
+    "OperationNotFound",
+    "OperationTimeout",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "RpcError",
+    "StoreError",
+    "UnexpectedOperationState",
+    # server
+    "AsyncOperationsServicer",
+    "OperationContext",
+    "OperationManager",
+    "server_options",
+    # stores
+    "stores",
+]

@@ -1,0 +1,483 @@
+"""OperationManager: runs coroutines as operations, keeps them in a store, wakes waiters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Self
+
+import grpc
+from google.longrunning import operations_pb2
+from google.protobuf import empty_pb2
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+
+from ..errors import (
+    InvalidArgument,
+    OperationFailed,
+    OperationNotFound,
+    RpcError,
+    code_number,
+    status_code,
+)
+from ..protobuf import metadata_fingerprint, pack, status_of
+from ..stores.base import OperationRecord, OperationStore, Written
+from ..stores.memory import MemoryStore
+from .context import OperationContext
+from .hub import Hub
+from .listing import PageTokens, parse_filter
+from .names import check_name, check_parent, new_name
+from .servicer import AsyncOperationsServicer
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from google.protobuf import any_pb2
+
+__all__ = ["OperationManager", "Work"]
+
+logger = logging.getLogger("lro_async")
+
+Work = Callable[[OperationContext], Awaitable[Message | None]]
+"""A coroutine function run as an operation: it gets an OperationContext and returns
+the response message (None: ``google.protobuf.Empty``)."""
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+DAY = 86_400.0
+_EXPIRE_BATCH = 1000
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class OperationManager:
+    """Creates, runs, finishes and answers for long-running operations.
+
+    The manager owns its store (``aclose`` closes it) and every task it starts.
+
+    >>> import asyncio, lro_async
+    >>> from google.protobuf import wrappers_pb2
+    >>> async def double(ctx: lro_async.OperationContext) -> wrappers_pb2.Int64Value:
+    ...     return wrappers_pb2.Int64Value(value=21 * 2)
+    >>> async def main() -> None:
+    ...     async with lro_async.OperationManager() as manager:
+    ...         op = await manager.start(double, parent="projects/p")
+    ...         done = await manager.wait(op.name)
+    ...         print(done.done, done.response.type_url)
+    >>> asyncio.run(main())
+    True type.googleapis.com/google.protobuf.Int64Value
+
+    :param store: where operations live (default: a new :class:`MemoryStore`).
+    :param retention: seconds a done operation is kept before it expires (default 30 days).
+    :param page_token_key: HMAC key of ListOperations page tokens; replicas that share a
+        store must share it too (default: random, so tokens die with the process).
+    """
+
+    def __init__(
+        self,
+        store: OperationStore | None = None,
+        *,
+        retention: float = 30 * DAY,
+        page_token_key: bytes | None = None,
+    ) -> None:
+        if retention <= 0:
+            raise ValueError(f"retention must be positive, not {retention!r}")
+        self.store = store if store is not None else MemoryStore()
+        self.retention = retention
+        self._page_tokens = PageTokens(page_token_key or secrets.token_bytes(32))
+        self._hub = Hub()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._opened: asyncio.Task[None] | None = None
+        self._closed = False
+        self._last_create_us = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store and start the retention sweeper; called on first use anyway."""
+        if self._opened is None:
+            self._opened = asyncio.get_running_loop().create_task(self._open())
+        await asyncio.shield(self._opened)
+
+    async def _open(self) -> None:
+        await self.store.open(self._on_remote_change)
+        self._spawn(self._sweep_expired(), "lro_async:retention")
+
+    async def _ready(self) -> None:
+        if self._closed:
+            raise RpcError("the operation manager is shut down", code=grpc.StatusCode.UNAVAILABLE)
+        if self._opened is None or not self._opened.done():
+            await self.open()
+        elif (exc := self._opened.exception()) is not None:
+            raise exc
+
+    async def aclose(self) -> None:
+        """Cancel running work (recorded as CANCELLED), answer every waiter, close the store.
+
+        Idempotent. Waiters get the operation's latest state at once.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._tasks.items())
+        for name, _ in tasks:
+            await self._finish(name, error=_cancelled("the server shut down"))
+        for _, task in tasks:
+            task.cancel()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*(t for _, t in tasks), *self._background, return_exceptions=True)
+        self._hub.close()
+        await self.store.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def add_to_server(
+        self, server: grpc.aio.Server, *, max_wait: float = 1800.0
+    ) -> AsyncOperationsServicer:
+        """Serve this manager's operations from *server*; return the servicer."""
+        servicer = AsyncOperationsServicer(self, max_wait=max_wait)
+        servicer.add_to_server(server)
+        return servicer
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def running(self) -> int:
+        """How many operations this manager is running now."""
+        return len(self._tasks)
+
+    @property
+    def watched(self) -> int:
+        """How many operations somebody is waiting on now."""
+        return len(self._hub)
+
+    # -- creating and running ---------------------------------------------------------
+
+    async def create(
+        self, *, parent: str = "", metadata: Message | None = None
+    ) -> operations_pb2.Operation:
+        """Create a running operation that the caller finishes by hand.
+
+        :param parent: the resource it belongs to, e.g. ``"projects/p"``; ``""``: top level.
+        :param metadata: its initial metadata, any protobuf message.
+        :return: the new operation, ``done=false``.
+        :raises InvalidArgument: for a malformed parent.
+        """
+        check_parent(parent)
+        packed = pack(metadata) if metadata is not None else None
+        await self._ready()
+        now = max(_now_us(), self._last_create_us + 1)  # unique, increasing page keys
+        self._last_create_us = now
+        operation = operations_pb2.Operation(name=new_name(parent))
+        if packed is not None:
+            operation.metadata.CopyFrom(packed)
+        await self.store.create(OperationRecord(operation, now, now))
+        return operation
+
+    async def start(
+        self, work: Work, *, parent: str = "", metadata: Message | None = None
+    ) -> operations_pb2.Operation:
+        """Run ``work(context)`` as a new operation and return the operation at once.
+
+        The value *work* returns is the response. Raising :class:`OperationFailed` fails
+        the operation with its code; any other exception fails it with INTERNAL (and is
+        logged). CancelOperation cancels the task and records CANCELLED.
+        """
+        if not callable(work):
+            raise TypeError(f"work must be a coroutine function, not {work!r}")
+        operation = await self.create(parent=parent, metadata=metadata)
+        name = operation.name
+        task = asyncio.get_running_loop().create_task(self._run(name, work), name=name)
+        self._tasks[name] = task
+        task.add_done_callback(lambda _: self._tasks.pop(name, None))
+        return operation
+
+    async def _run(self, name: str, work: Work) -> None:
+        try:
+            result = await work(OperationContext(self, name))
+            response = pack(result if result is not None else empty_pb2.Empty())
+        except asyncio.CancelledError:
+            await self._record(name, error=_cancelled("the operation was cancelled"))
+            raise
+        except OperationFailed as exc:
+            await self._record(name, error=status_of(exc))
+        except Exception:
+            logger.exception("operation %s failed with an unexpected exception", name)
+            await self._record(name, error=_internal())
+        else:
+            await self._record(name, response=response)
+
+    async def _record(
+        self,
+        name: str,
+        *,
+        response: any_pb2.Any | None = None,
+        error: status_pb2.Status | None = None,
+    ) -> None:
+        """Record how a task ended; a failing store is logged, never left unseen."""
+        try:
+            written = await self._finish(name, response=response, error=error)
+        except Exception:
+            logger.exception("recording the end of operation %s failed", name)
+            return
+        if written is None:
+            logger.debug("operation %s ended after it was deleted", name)
+
+    # -- changing ---------------------------------------------------------------------
+
+    async def set_metadata(self, name: str, metadata: Message) -> bool:
+        """Replace the metadata of a running operation and wake its progress watchers.
+
+        :return: False (and no change) if the operation is done already.
+        :raises OperationNotFound: if there is no such operation.
+        """
+        check_name(name)
+        packed = pack(metadata)
+        await self._ready()
+        written = await self.store.set_metadata(name, packed, _now_us())
+        return self._written(name, written)
+
+    async def complete(self, name: str, response: Message | None = None) -> bool:
+        """Finish a running operation with *response* (None: ``google.protobuf.Empty``).
+
+        :return: False (and no change) if it was done already: done operations never change.
+        :raises OperationNotFound: if there is no such operation.
+        """
+        check_name(name)
+        packed = pack(response if response is not None else empty_pb2.Empty())
+        await self._ready()
+        return self._written(name, await self._finish(name, response=packed))
+
+    async def fail(
+        self,
+        name: str,
+        code: grpc.StatusCode | int,
+        message: str = "",
+        details: list[any_pb2.Any] | None = None,
+    ) -> bool:
+        """Finish a running operation with an error.
+
+        :param code: a ``grpc.StatusCode`` or ``google.rpc.Code`` int; not OK.
+        :return: False (and no change) if it was done already.
+        :raises InvalidArgument: for OK or an unknown code.
+        :raises OperationNotFound: if there is no such operation.
+        """
+        check_name(name)
+        try:
+            error = status_of(OperationFailed(status_code(code), message, details or ()))
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"cannot fail an operation with code {code!r}: {exc}") from exc
+        await self._ready()
+        return self._written(name, await self._finish(name, error=error))
+
+    async def cancel(self, name: str) -> bool:
+        """Cancel an operation: record CANCELLED, then cancel its task if it runs here.
+
+        :return: False (and no change) if it was done already.
+        :raises OperationNotFound: if there is no such operation.
+        """
+        check_name(name)
+        await self._ready()
+        written = await self._finish(name, error=_cancelled("the operation was cancelled"))
+        task = self._tasks.get(name)
+        if task is not None and written is not None and written.applied:
+            task.cancel()
+        return self._written(name, written)
+
+    async def delete(self, name: str) -> None:
+        """Delete an operation's record; its work, if running, is not cancelled.
+
+        Waiters of the operation get :class:`OperationNotFound` at once.
+
+        :raises OperationNotFound: if there is no such operation.
+        """
+        check_name(name)
+        await self._ready()
+        if not await self.store.delete(name):
+            raise OperationNotFound(f"operation {name!r} not found")
+        self._hub.notify(name, final=True)
+
+    async def _finish(
+        self,
+        name: str,
+        *,
+        response: any_pb2.Any | None = None,
+        error: status_pb2.Status | None = None,
+    ) -> Written | None:
+        written = await self.store.finish(name, _now_us(), response=response, error=error)
+        if written is not None and written.applied:
+            self._hub.notify(name, final=True)
+        return written
+
+    def _written(self, name: str, written: Written | None) -> bool:
+        if written is None:
+            raise OperationNotFound(f"operation {name!r} not found")
+        if written.applied:
+            self._hub.notify(name, final=written.record.done)
+        return written.applied
+
+    def _on_remote_change(self, name: str) -> None:
+        self._hub.notify(name)
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get(self, name: str) -> operations_pb2.Operation:
+        """Return the latest state of an operation.
+
+        :raises InvalidArgument: for a malformed name.
+        :raises OperationNotFound: if it does not exist, expired or was deleted.
+        """
+        check_name(name)
+        await self._ready()
+        return self._visible(name, await self.store.get(name)).operation
+
+    def _visible(self, name: str, record: OperationRecord | None) -> OperationRecord:
+        if record is None or self._expired(record):
+            raise OperationNotFound(f"operation {name!r} not found")
+        return record
+
+    def _expired(self, record: OperationRecord) -> bool:
+        return record.done and record.update_time < _now_us() - int(self.retention * 1e6)
+
+    async def wait(
+        self, name: str, timeout: float | None = None, *, progress: str | None = None
+    ) -> operations_pb2.Operation:
+        """Wait until the operation is done or *timeout* seconds pass; return its state.
+
+        Wakes the moment the operation finishes (an event per watched operation, no
+        polling). On timeout, or when the manager shuts down, returns the latest state
+        with ``done=false``.
+
+        :param timeout: seconds; None waits as long as it takes; 0 answers at once.
+        :param progress: also return as soon as the metadata differs from the metadata
+            whose :func:`~lro_async.protobuf.metadata_fingerprint` this is (``""``: from
+            the metadata at the start of the wait).
+        :raises InvalidArgument: for a malformed name or a negative timeout.
+        :raises OperationNotFound: if it does not exist, or is deleted while waited on.
+        """
+        check_name(name)
+        if timeout is not None and not timeout >= 0:
+            raise InvalidArgument(f"the wait timeout must not be negative, not {timeout!r}")
+        await self._ready()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        recheck = self.store.recheck_interval
+        with self._hub.watch(name) as watch:
+            while True:
+                event = watch.final if progress is None else watch.changed()
+                record = self._visible(name, await self.store.get(name))
+                operation = record.operation
+                if operation.done or self._hub.closed:
+                    return operation
+                fingerprint = metadata_fingerprint(operation.metadata)
+                if progress is not None:
+                    if progress and progress != fingerprint:
+                        return operation
+                    progress = fingerprint
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return operation
+                bound = recheck if left is None else left if recheck is None else min(left, recheck)
+                try:
+                    async with asyncio.timeout(bound):
+                        await event.wait()
+                except TimeoutError:
+                    pass
+
+    async def list(
+        self,
+        parent: str | None = None,
+        *,
+        filter: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[operations_pb2.Operation], str]:
+        """Return one page of operations, oldest first, and the next page's token.
+
+        :param parent: only operations under this parent (``""``: top level); None: all.
+        :param filter: an AIP-160 filter over name, done, error.code, metadata.@type,
+            response.@type and create_time.
+        :param page_size: 0 means 50; larger than 1000 means 1000.
+        :param page_token: a token from the previous page of the same parent and filter.
+        :return: ``(operations, next_page_token)``; the token is ``""`` on the last page.
+        :raises InvalidArgument: for a negative page size, a bad filter or a bad token.
+        """
+        if parent is not None:
+            check_parent(parent)
+        if page_size < 0:
+            raise InvalidArgument(f"page_size must not be negative, not {page_size}")
+        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        parsed = parse_filter(filter)
+        after = (
+            self._page_tokens.decode(page_token, parent=parent, filter_text=filter)
+            if page_token
+            else None
+        )
+        await self._ready()
+        records = await self.store.list(parent, filter=parsed, after=after, limit=limit + 1)
+        more = len(records) > limit
+        records = records[:limit]
+        token = (
+            self._page_tokens.encode(records[-1].page_key, parent=parent, filter_text=filter)
+            if more
+            else ""
+        )
+        return [r.operation for r in records if not self._expired(r)], token
+
+    # -- background -------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _sweep_expired(self) -> None:
+        interval = min(self.retention / 10, 3600.0)
+        while True:
+            try:
+                await self.expire()
+            except Exception:
+                logger.exception("expiring done operations failed; will retry")
+            await asyncio.sleep(interval)
+
+    async def expire(self) -> int:
+        """Delete done operations older than the retention now, in batches; return how many."""
+        cutoff = _now_us() - int(self.retention * 1e6)
+        total = 0
+        while True:
+            deleted = await self.store.expire(cutoff, _EXPIRE_BATCH)
+            total += deleted
+            if deleted < _EXPIRE_BATCH:
+                return total
+            await asyncio.sleep(0)  # let requests in between batches
+
+
+def _cancelled(message: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code_number(grpc.StatusCode.CANCELLED), message=message)
+
+
+def _internal() -> status_pb2.Status:
+    return status_pb2.Status(
+        code=code_number(grpc.StatusCode.INTERNAL),
+        message="the operation failed with an internal error; see the server log",
+    )

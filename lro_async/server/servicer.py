@@ -1,0 +1,206 @@
+"""AsyncOperationsServicer: google.longrunning.Operations for grpc.aio, over an OperationManager."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import grpc
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import empty_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from ..errors import InvalidArgument, RpcError, StoreError, code_number
+from ..protobuf import WAIT_MODE_HEADER, duration_seconds, pack, parse_progress_header
+from .names import list_parent
+
+if TYPE_CHECKING:
+    from google.protobuf import duration_pb2
+
+    from .manager import OperationManager
+
+__all__ = ["ERROR_DOMAIN", "AsyncOperationsServicer", "server_options"]
+
+logger = logging.getLogger("lro_async")
+
+ERROR_DOMAIN = "lro-async"
+"""The ``google.rpc.ErrorInfo.domain`` of every error status this servicer sends."""
+
+_MAX_DURATION_SECONDS = 315_576_000_000  # the range google.protobuf.Duration allows
+
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def server_options(*, max_pending_requests: int = 50_000) -> list[tuple[str, int]]:
+    """The grpc.aio server options lro_async recommends for serving many waiters.
+
+    ``grpc.aio.server(options=lro_async.server_options())``. It raises the queue of calls
+    the Python side has not picked up yet (default 1,000: past it, new calls fail with
+    CANCELLED, so 10,000 waits opened at once would lose thousands), and keeps idle
+    long-poll connections alive through NATs and proxies with keepalive pings.
+
+    :param max_pending_requests: calls that may queue before the server refuses them.
+    """
+    return [
+        ("grpc.server.max_pending_requests", max_pending_requests),
+        ("grpc.server.max_pending_requests_hard_limit", max_pending_requests * 2),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+def _reason(code: grpc.StatusCode, exc: Exception) -> str:
+    if isinstance(exc, StoreError):
+        return "STORE_UNAVAILABLE"
+    return {
+        grpc.StatusCode.NOT_FOUND: "OPERATION_NOT_FOUND",
+        grpc.StatusCode.UNAVAILABLE: "SERVER_UNAVAILABLE",
+    }.get(code, code.name)
+
+
+async def _abort(context: Context, exc: Exception, rpc: str, name: str) -> NoReturn:
+    if isinstance(exc, RpcError):
+        code, message = exc.code, exc.message
+    elif isinstance(exc, StoreError):
+        code, message = grpc.StatusCode.UNAVAILABLE, f"the operation store failed: {exc}"
+    else:
+        logger.error("%s(%r) failed with an unexpected exception", rpc, name, exc_info=exc)
+        code, message = grpc.StatusCode.INTERNAL, "internal error; see the server log"
+    info = error_details_pb2.ErrorInfo(reason=_reason(code, exc), domain=ERROR_DOMAIN)
+    if name:
+        info.metadata["name"] = name[:256]
+    status = status_pb2.Status(code=code_number(code), message=message, details=[pack(info)])
+    await context.abort(
+        code, message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
+    )
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def _rpc(
+    handler: Callable[[AsyncOperationsServicer, Request, Context], Coroutine[Any, Any, Reply]],
+) -> Callable[[AsyncOperationsServicer, Request, Context], Coroutine[Any, Any, Reply]]:
+    """Answer errors raised by *handler* with their status code and an ErrorInfo detail."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: AsyncOperationsServicer, request: Request, context: Context) -> Reply:
+        try:
+            return await handler(self, request, context)
+        except Exception as exc:
+            await _abort(context, exc, handler.__name__, getattr(request, "name", ""))
+
+    return wrapper
+
+
+class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
+    """The ``google.longrunning.Operations`` service for a grpc.aio server.
+
+    WaitOperation is served by the manager's per-operation events: a waiter wakes the
+    moment its operation finishes and costs nothing while it waits.
+
+    >>> import grpc, lro_async
+    >>> async def serve() -> None:
+    ...     manager = lro_async.OperationManager()
+    ...     server = grpc.aio.server(options=lro_async.server_options())
+    ...     lro_async.AsyncOperationsServicer(manager).add_to_server(server)
+    ...     server.add_insecure_port("127.0.0.1:50051")
+    ...     await server.start()
+
+    :param manager: the operations to serve.
+    :param max_wait: the longest a WaitOperation call is held, in seconds, whatever the
+        request asks; the caller then gets the operation with done=false and asks again.
+    :param deadline_margin: how long before the call's deadline a WaitOperation answers,
+        so that the answer arrives as OK rather than DEADLINE_EXCEEDED.
+    """
+
+    def __init__(
+        self, manager: OperationManager, *, max_wait: float = 1800.0, deadline_margin: float = 0.2
+    ) -> None:
+        if not max_wait > 0:
+            raise ValueError(f"max_wait must be positive, not {max_wait!r}")
+        if not deadline_margin >= 0:
+            raise ValueError(f"deadline_margin must not be negative, not {deadline_margin!r}")
+        self.manager = manager
+        self.max_wait = max_wait
+        self.deadline_margin = deadline_margin
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Register this servicer with *server*."""
+        operations_pb2_grpc.add_OperationsServicer_to_server(self, server)
+
+    @_rpc
+    async def GetOperation(
+        self, request: operations_pb2.GetOperationRequest, context: Context
+    ) -> operations_pb2.Operation:
+        return await self.manager.get(request.name)
+
+    @_rpc
+    async def ListOperations(
+        self, request: operations_pb2.ListOperationsRequest, context: Context
+    ) -> operations_pb2.ListOperationsResponse:
+        if request.return_partial_success:
+            raise RpcError(
+                "return_partial_success is not supported: every listing is complete",
+                code=grpc.StatusCode.UNIMPLEMENTED,
+            )
+        operations, token = await self.manager.list(
+            list_parent(request.name),
+            filter=request.filter,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return operations_pb2.ListOperationsResponse(operations=operations, next_page_token=token)
+
+    @_rpc
+    async def DeleteOperation(
+        self, request: operations_pb2.DeleteOperationRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.manager.delete(request.name)
+        return empty_pb2.Empty()
+
+    @_rpc
+    async def CancelOperation(
+        self, request: operations_pb2.CancelOperationRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.manager.cancel(request.name)
+        return empty_pb2.Empty()
+
+    @_rpc
+    async def WaitOperation(
+        self, request: operations_pb2.WaitOperationRequest, context: Context
+    ) -> operations_pb2.Operation:
+        bound = self.max_wait
+        if request.HasField("timeout"):
+            bound = min(bound, _timeout_seconds(request.timeout))
+        remaining = context.time_remaining()
+        if remaining is not None:
+            bound = max(0.0, min(bound, remaining - self.deadline_margin))
+        return await self.manager.wait(request.name, bound, progress=_progress(context))
+
+
+def _timeout_seconds(timeout: duration_pb2.Duration) -> float:
+    seconds, nanos = timeout.seconds, timeout.nanos
+    if (
+        abs(seconds) > _MAX_DURATION_SECONDS
+        or abs(nanos) >= 1_000_000_000
+        or (seconds > 0 > nanos)
+        or (seconds < 0 < nanos)
+    ):
+        raise InvalidArgument(f"timeout is not a valid Duration: {seconds}s {nanos}ns")
+    value = duration_seconds(timeout)
+    if value < 0:
+        raise InvalidArgument(f"timeout must not be negative, not {value}s")
+    return value
+
+
+def _progress(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == WAIT_MODE_HEADER and isinstance(value, str):
+            return parse_progress_header(value)
+    return None

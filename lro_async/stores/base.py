@@ -1,0 +1,191 @@
+"""OperationStore: where operations live. The public extension point of lro_async.
+
+A store is the source of truth: the manager writes every change to it before telling
+anyone, and waiters re-read it when they wake. Done operations are immutable in every
+store: a second terminal write, or a metadata write after the end, is refused (returned
+with ``applied=False``), never applied.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Self
+
+from google.longrunning import operations_pb2
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from google.protobuf import any_pb2
+    from google.rpc import status_pb2
+
+    from ..server.listing import Filter
+
+__all__ = ["OperationRecord", "OperationStore", "PageKey", "Records", "Written", "parent_of"]
+
+PageKey = tuple[int, str]
+"""Where a page of a listing ends: ``(create_time, name)`` of its last operation."""
+
+_OPERATIONS = "/operations/"
+
+
+def parent_of(name: str) -> str:
+    """Return the parent of ``{parent}/operations/{id}``, or ``""`` for ``operations/{id}``."""
+    head, sep, _ = name.rpartition(_OPERATIONS)
+    return head if sep else ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OperationRecord:
+    """An operation as a store keeps it.
+
+    :param operation: the ``google.longrunning.Operation``; treat it as read-only (stores
+        hand out their own copies).
+    :param create_time: microseconds since the Unix epoch when it was created.
+    :param update_time: microseconds since the Unix epoch of its last change (for a done
+        operation: when it finished; retention counts from there).
+    """
+
+    operation: operations_pb2.Operation
+    create_time: int
+    update_time: int
+
+    @property
+    def name(self) -> str:
+        return self.operation.name
+
+    @property
+    def parent(self) -> str:
+        return parent_of(self.operation.name)
+
+    @property
+    def done(self) -> bool:
+        return self.operation.done
+
+    @property
+    def page_key(self) -> PageKey:
+        return (self.create_time, self.operation.name)
+
+
+Records = list[OperationRecord]
+"""A page of records (an alias, because ``OperationStore.list`` shadows ``list``)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Written:
+    """The outcome of a conditional write.
+
+    :param record: the operation after the write, or as it was if the write was refused.
+    :param applied: whether this write changed it (False: it was already done).
+    """
+
+    record: OperationRecord
+    applied: bool
+
+
+class OperationStore(abc.ABC):
+    """Where operations live: implement this to keep them somewhere else.
+
+    Every method is a coroutine and safe to call concurrently. Methods return copies that
+    the caller may keep; a store never hands out an Operation it will mutate later.
+
+    A store shared by several processes calls the ``notify`` callback given to
+    :meth:`open` with the name of every operation another process changed, so that the
+    local manager can wake its waiters; a purely local store never needs to.
+    """
+
+    #: How often (seconds) waiters re-read an operation even without a notification;
+    #: ``None`` when every change is notified locally (the store is not shared).
+    recheck_interval: float | None = None
+
+    async def open(self, notify: Callable[[str], None]) -> None:  # noqa: B027 - optional hook
+        """Prepare the store (connect, create the schema); called once by the manager.
+
+        :param notify: call it with an operation's name when another process changed it.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release the store's resources; idempotent."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @abc.abstractmethod
+    async def create(self, record: OperationRecord) -> None:
+        """Insert a new operation.
+
+        :raises StoreError: if an operation of that name exists already.
+        """
+
+    @abc.abstractmethod
+    async def get(self, name: str) -> OperationRecord | None:
+        """Return the operation called *name*, or None."""
+
+    @abc.abstractmethod
+    async def set_metadata(
+        self, name: str, metadata: any_pb2.Any, update_time: int
+    ) -> Written | None:
+        """Replace the metadata of a running operation.
+
+        :return: None if there is no such operation; ``applied=False`` if it is done.
+        """
+
+    @abc.abstractmethod
+    async def finish(
+        self,
+        name: str,
+        update_time: int,
+        *,
+        response: any_pb2.Any | None = None,
+        error: status_pb2.Status | None = None,
+    ) -> Written | None:
+        """Mark a running operation done with exactly one of *response* or *error*.
+
+        The write is conditional: if the operation is done already nothing changes and
+        the current record comes back with ``applied=False``. Of any number of racing
+        finishes exactly one is applied.
+
+        :return: None if there is no such operation.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, name: str) -> bool:
+        """Remove the operation; return whether it existed."""
+
+    @abc.abstractmethod
+    async def list(
+        self,
+        parent: str | None,
+        *,
+        filter: Filter | None = None,
+        after: PageKey | None = None,
+        limit: int,
+    ) -> Records:
+        """Return up to *limit* operations ordered by ``(create_time, name)``.
+
+        :param parent: only operations with this parent (``""``: top-level ones); None: all.
+        :param filter: only operations it matches (a store may translate it to a query;
+            ``filter.matches(record)`` is the reference semantics).
+        :param after: only operations whose page key is greater than this.
+        """
+
+    @abc.abstractmethod
+    async def expire(self, done_before: int, limit: int) -> int:
+        """Delete up to *limit* done operations whose update_time is before *done_before*.
+
+        :return: how many were deleted.
+        """
+
+    @abc.abstractmethod
+    async def running(self, limit: int, after: str | None = None) -> Records:
+        """Return up to *limit* operations that are not done, ordered by name after *after*."""

@@ -1,0 +1,68 @@
+"""Helpers for tests of code that uses lro_async: a real server on 127.0.0.1:0, instant backoff.
+
+>>> import lro_async, lro_async.testing
+>>> async def test_my_service() -> None:
+...     async with lro_async.testing.serve() as served:
+...         op = await served.manager.create()
+...         client = lro_async.AsyncOperationsClient(served.channel)
+...         await served.manager.complete(op.name)
+...         await client.operation(op.name)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from .backoff import Backoff
+from .server.manager import OperationManager
+from .server.servicer import AsyncOperationsServicer, server_options
+
+__all__ = ["INSTANT", "Served", "serve"]
+
+INSTANT = Backoff.instant()
+"""A backoff that never sleeps, for tests of polling and retries."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """A running server: its manager and servicer, its address, and a channel to it."""
+
+    manager: OperationManager
+    servicer: AsyncOperationsServicer
+    server: grpc.aio.Server
+    target: str
+    channel: grpc.aio.Channel
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    manager: OperationManager | None = None,
+    *,
+    max_wait: float = 1800.0,
+    register: Callable[[grpc.aio.Server], None] | None = None,
+) -> AsyncIterator[Served]:
+    """Serve *manager* (default: a new one on a MemoryStore) on ``127.0.0.1:0``.
+
+    On exit the channel closes, the server stops and the manager closes.
+
+    :param register: adds more services to the server before it starts.
+    """
+    manager = manager if manager is not None else OperationManager()
+    server = grpc.aio.server(options=server_options())
+    servicer = AsyncOperationsServicer(manager, max_wait=max_wait)
+    servicer.add_to_server(server)
+    if register is not None:
+        register(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    target = f"127.0.0.1:{port}"
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            yield Served(manager, servicer, server, target, channel)
+    finally:
+        await manager.aclose()
+        await server.stop(grace=None)

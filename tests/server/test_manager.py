@@ -1,0 +1,195 @@
+"""OperationManager without the wire: running work, failures, shutdown, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2, struct_pb2, wrappers_pb2
+
+import lro_async
+
+
+@pytest.fixture
+async def manager() -> lro_async.OperationManager:
+    return lro_async.OperationManager()
+
+
+async def test_work_returning_a_message_completes_with_it(
+    manager: lro_async.OperationManager,
+) -> None:
+    async def work(ctx: lro_async.OperationContext) -> wrappers_pb2.StringValue:
+        assert ctx.parent == "projects/p" and ctx.name.startswith("projects/p/operations/")
+        await ctx.set_metadata(struct_pb2.Value(number_value=50))
+        assert (await ctx.get()).metadata.type_url.endswith("Value")
+        return wrappers_pb2.StringValue(value="result")
+
+    async with manager:
+        op = await manager.start(work, parent="projects/p", metadata=struct_pb2.Value())
+        assert not op.done and op.metadata.type_url.endswith("google.protobuf.Value")
+        done = await manager.wait(op.name, 5)
+    value = wrappers_pb2.StringValue()
+    assert done.done and done.response.Unpack(value) and value.value == "result"
+
+
+async def test_work_returning_none_completes_with_empty(
+    manager: lro_async.OperationManager,
+) -> None:
+    async def work(ctx: lro_async.OperationContext) -> None:
+        return None
+
+    async with manager:
+        done = await manager.wait((await manager.start(work)).name, 5)
+    assert done.response.Is(empty_pb2.Empty.DESCRIPTOR)
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.FAILED_PRECONDITION, 9])
+async def test_operation_failed_fails_with_its_code(
+    manager: lro_async.OperationManager, code: grpc.StatusCode | int
+) -> None:
+    async def work(ctx: lro_async.OperationContext) -> None:
+        raise lro_async.OperationFailed(code, "bucket is locked")
+
+    async with manager:
+        done = await manager.wait((await manager.start(work)).name, 5)
+    assert done.error.code == 9 and done.error.message == "bucket is locked"
+
+
+async def test_any_other_exception_fails_with_internal_and_is_logged(
+    manager: lro_async.OperationManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def work(ctx: lro_async.OperationContext) -> None:
+        raise KeyError("secret detail")
+
+    async with manager:
+        op = await manager.start(work)
+        done = await manager.wait(op.name, 5)
+    assert done.error.code == grpc.StatusCode.INTERNAL.value[0]
+    assert "secret detail" not in done.error.message, "internals are logged, not sent"
+    record = next(r for r in caplog.records if r.name == "lro_async")
+    assert record.levelno == logging.ERROR and op.name in record.getMessage()
+    assert record.exc_info is not None
+
+
+async def test_work_returning_a_non_message_fails_with_internal(
+    manager: lro_async.OperationManager,
+) -> None:
+    async def work(ctx: lro_async.OperationContext) -> wrappers_pb2.StringValue:
+        return "not a message"  # type: ignore[return-value]
+
+    async with manager:
+        done = await manager.wait((await manager.start(work)).name, 5)
+    assert done.error.code == grpc.StatusCode.INTERNAL.value[0]
+
+
+async def test_aclose_cancels_running_work_and_records_cancelled() -> None:
+    cancelled = asyncio.Event()
+    manager = lro_async.OperationManager()
+
+    async def work(ctx: lro_async.OperationContext) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    ops = [await manager.start(work) for _ in range(3)]
+    store = manager.store
+    await asyncio.sleep(0)
+    await manager.aclose()
+    await manager.aclose()  # idempotent
+    assert cancelled.is_set() and manager.running == 0
+    for op in ops:
+        record = await store.get(op.name)
+        assert record is not None and record.done and record.operation.error.code == 1
+    with pytest.raises(lro_async.RpcError) as caught:
+        await manager.get(ops[0].name)
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_constructing_a_manager_needs_no_event_loop() -> None:
+    def construct() -> lro_async.OperationManager:
+        return lro_async.OperationManager()
+
+    manager = await asyncio.to_thread(construct)  # a thread with no running loop
+    async with manager:
+        assert not (await manager.create()).done
+
+
+async def test_bad_input_is_rejected_and_changes_nothing(
+    manager: lro_async.OperationManager,
+) -> None:
+    async with manager:
+        with pytest.raises(lro_async.InvalidArgument):
+            await manager.create(parent="projects//p")
+        with pytest.raises(lro_async.InvalidArgument):
+            await manager.create(parent="projects/p/operations")
+        with pytest.raises(TypeError):
+            await manager.create(metadata="not a message")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await manager.start("not callable")  # type: ignore[arg-type]
+        with pytest.raises(lro_async.InvalidArgument):
+            await manager.wait("operations/x", -1)
+        ops, token = await manager.list()
+        assert ops == [] and token == ""
+
+
+async def test_expired_operations_are_not_found_and_swept_in_the_background() -> None:
+    async with lro_async.OperationManager(retention=0.2) as manager:
+        kept, gone = await manager.create(), await manager.create()
+        await manager.complete(gone.name)
+        await asyncio.sleep(0.25)
+        with pytest.raises(lro_async.OperationNotFound):
+            await manager.get(gone.name)
+        assert [op.name for op in (await manager.list())[0]] == [kept.name]
+        assert await manager.store.get(gone.name) is None, "the sweeper deleted it"
+        assert await manager.get(kept.name), "running operations never expire"
+
+
+async def test_hub_memory_is_bounded_by_open_waits_not_operations(
+    manager: lro_async.OperationManager,
+) -> None:
+    async with manager:
+        ops = [await manager.create() for _ in range(2000)]
+        waits = [asyncio.create_task(manager.wait(op.name, 30)) for op in ops[:100]]
+        while manager.watched < 100:
+            await asyncio.sleep(0.005)
+        for op in ops:
+            await manager.complete(op.name)
+        await asyncio.gather(*waits)
+        assert manager.watched == 0
+        for op in ops[:500]:
+            await manager.wait(op.name, 0)
+        assert manager.watched == 0
+
+
+async def test_many_waiters_of_one_operation_share_one_event(
+    manager: lro_async.OperationManager,
+) -> None:
+    async with manager:
+        op = await manager.create()
+        waits = [asyncio.create_task(manager.wait(op.name)) for _ in range(500)]
+        await asyncio.sleep(0.05)
+        assert manager.watched == 1
+        started = time.monotonic()
+        await manager.complete(op.name)
+        done = await asyncio.gather(*waits)
+        assert time.monotonic() - started < 1
+        assert all(d.done for d in done) and manager.watched == 0
+
+
+async def test_the_longest_parent_still_lists_across_pages(
+    manager: lro_async.OperationManager,
+) -> None:
+    longest = "/".join(["p" * 9] * 48)[:478].rstrip("/")
+    async with manager:
+        with pytest.raises(lro_async.InvalidArgument):
+            await manager.create(parent=longest + "/x")
+        for _ in range(3):
+            await manager.create(parent=longest)
+        first, token = await manager.list(longest, page_size=2)
+        second, last = await manager.list(longest, page_size=2, page_token=token)
+    assert len(first) == 2 and len(second) == 1 and last == ""
