@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Self
@@ -24,7 +26,7 @@ from ..errors import (
     status_code,
 )
 from ..protobuf import metadata_fingerprint, pack, status_of
-from ..stores.base import OperationRecord, OperationStore, Written
+from ..stores.base import Lease, OperationRecord, OperationStore, Written
 from ..stores.memory import MemoryStore
 from .context import OperationContext
 from .hub import Hub
@@ -74,8 +76,13 @@ class OperationManager:
 
     :param store: where operations live (default: a new :class:`MemoryStore`).
     :param retention: seconds a done operation is kept before it expires (default 30 days).
-    :param page_token_key: HMAC key of ListOperations page tokens; replicas that share a
-        store must share it too (default: random, so tokens die with the process).
+    :param page_token_key: HMAC key of ListOperations page tokens (default: the store's
+        shared secret, so that any replica continues any listing; else random).
+    :param lease: with a store shared by replicas: seconds without a heartbeat after
+        which other replicas finish this one's running operations with ABORTED.
+    :param resume: with a single-process durable store: called at start for each
+        operation a previous process left running; return the work to run it again, or
+        None to finish it with ABORTED (the default for every such operation).
     """
 
     def __init__(
@@ -84,17 +91,27 @@ class OperationManager:
         *,
         retention: float = 30 * DAY,
         page_token_key: bytes | None = None,
+        lease: float = 30.0,
+        resume: Callable[[operations_pb2.Operation], Work | None] | None = None,
     ) -> None:
-        if retention <= 0:
+        if not retention > 0:
             raise ValueError(f"retention must be positive, not {retention!r}")
+        if not lease > 0:
+            raise ValueError(f"lease must be positive, not {lease!r}")
         self.store = store if store is not None else MemoryStore()
         self.retention = retention
+        self.lease = lease
+        self.replica = f"{socket.gethostname()[:40]}/{os.getpid()}/{secrets.token_hex(4)}"
+        """This manager's id in leases (host/pid/random)."""
+        self._resume = resume
+        self._page_token_key = page_token_key
         self._page_tokens = PageTokens(page_token_key or secrets.token_bytes(32))
         self._hub = Hub()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._opened: asyncio.Task[None] | None = None
         self._closed = False
+        self._draining = False
         self._last_create_us = 0
 
     # -- lifecycle --------------------------------------------------------------------
@@ -106,8 +123,30 @@ class OperationManager:
         await asyncio.shield(self._opened)
 
     async def _open(self) -> None:
-        await self.store.open(self._on_remote_change)
+        await self.store.open(self._on_remote_change, notify_all=self._on_lost_changes)
+        if self._page_token_key is None and (secret := await self.store.shared_secret()):
+            self._page_tokens = PageTokens(secret)
+        if self._shared:
+            self._spawn(self._heartbeat(), "lro_async:leases")
+        else:
+            await self._recover()
         self._spawn(self._sweep_expired(), "lro_async:retention")
+
+    @property
+    def _shared(self) -> bool:
+        return self.store.recheck_interval is not None
+
+    async def _recover(self) -> None:
+        """Resume or abort what a previous process left running in a durable store."""
+        after: str | None = None
+        while batch := await self.store.running(100, after):
+            for record in batch:
+                work = self._resume(record.operation) if self._resume is not None else None
+                if work is not None:
+                    self._run_task(record.name, work)
+                else:
+                    await self._finish(record.name, error=_aborted(_RESTARTED))
+            after = batch[-1].name
 
     async def _ready(self) -> None:
         if self._closed:
@@ -116,6 +155,21 @@ class OperationManager:
             await self.open()
         elif (exc := self._opened.exception()) is not None:
             raise exc
+
+    async def drain(self, grace: float) -> None:
+        """Shut down gracefully: answer waiters now, let running work finish, then close.
+
+        New operations are refused (UNAVAILABLE) from the start; every waiter gets the
+        latest state at once; running work has *grace* seconds to finish before what is
+        left is cancelled and recorded CANCELLED by :meth:`aclose`. Stop the gRPC server
+        (``server.stop(grace)``) alongside, so that callers retry elsewhere.
+        """
+        self._draining = True
+        self._hub.close()
+        tasks = list(self._tasks.values())
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Cancel running work (recorded as CANCELLED), answer every waiter, close the store.
@@ -182,15 +236,25 @@ class OperationManager:
         :return: the new operation, ``done=false``.
         :raises InvalidArgument: for a malformed parent.
         """
+        return await self._create(parent, metadata, leased=False)
+
+    async def _create(
+        self, parent: str, metadata: Message | None, *, leased: bool
+    ) -> operations_pb2.Operation:
         check_parent(parent)
         packed = pack(metadata) if metadata is not None else None
         await self._ready()
+        if self._draining:
+            raise RpcError("the server is shutting down", code=grpc.StatusCode.UNAVAILABLE)
         now = max(_now_us(), self._last_create_us + 1)  # unique, increasing page keys
         self._last_create_us = now
         operation = operations_pb2.Operation(name=new_name(parent))
         if packed is not None:
             operation.metadata.CopyFrom(packed)
-        await self.store.create(OperationRecord(operation, now, now))
+        lease = (
+            Lease(self.replica, now + int(self.lease * 1e6)) if leased and self._shared else None
+        )
+        await self.store.create(OperationRecord(operation, now, now), lease=lease)
         return operation
 
     async def start(
@@ -204,12 +268,14 @@ class OperationManager:
         """
         if not callable(work):
             raise TypeError(f"work must be a coroutine function, not {work!r}")
-        operation = await self.create(parent=parent, metadata=metadata)
-        name = operation.name
+        operation = await self._create(parent, metadata, leased=True)
+        self._run_task(operation.name, work)
+        return operation
+
+    def _run_task(self, name: str, work: Work) -> None:
         task = asyncio.get_running_loop().create_task(self._run(name, work), name=name)
         self._tasks[name] = task
         task.add_done_callback(lambda _: self._tasks.pop(name, None))
-        return operation
 
     async def _run(self, name: str, work: Work) -> None:
         try:
@@ -337,6 +403,40 @@ class OperationManager:
 
     def _on_remote_change(self, name: str) -> None:
         self._hub.notify(name)
+        if name in self._tasks:  # cancelled (or aborted) by another replica?
+            self._spawn(self._cancel_if_done(name), f"lro_async:check:{name}")
+
+    def _on_lost_changes(self) -> None:
+        self._hub.notify_all()
+        if self._tasks:
+            self._spawn(self._cancel_finished_tasks(), "lro_async:check-all")
+
+    async def _cancel_if_done(self, name: str) -> None:
+        record = await self.store.get(name)
+        task = self._tasks.get(name)
+        if task is not None and (record is None or record.done):
+            task.cancel()
+
+    async def _cancel_finished_tasks(self) -> None:
+        for name in list(self._tasks):
+            await self._cancel_if_done(name)
+
+    async def _heartbeat(self) -> None:
+        """Renew this replica's leases; finish other replicas' expired ones with ABORTED."""
+        while True:
+            try:
+                now = _now_us()
+                renewed = await self.store.renew(self.replica, now + int(self.lease * 1e6))
+                if renewed < len(self._tasks):  # some were finished elsewhere, unannounced
+                    await self._cancel_finished_tasks()
+                while expired := await self.store.expired_leases(now, _EXPIRE_BATCH):
+                    for record in expired:
+                        await self._finish(record.name, error=_aborted(_REPLICA_GONE))
+                    if len(expired) < _EXPIRE_BATCH:
+                        break
+            except Exception:
+                logger.exception("renewing or reaping leases failed; will retry")
+            await asyncio.sleep(self.lease / 3)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -383,7 +483,9 @@ class OperationManager:
         recheck = self.store.recheck_interval
         with self._hub.watch(name) as watch:
             while True:
-                event = watch.final if progress is None else watch.changed()
+                # A shared store announces other replicas' changes without saying what
+                # changed, so its waiters wake on any change and re-read.
+                event = watch.final if progress is None and recheck is None else watch.changed()
                 record = self._visible(name, await self.store.get(name))
                 operation = record.operation
                 if operation.done or self._hub.closed:
@@ -474,6 +576,14 @@ class OperationManager:
 
 def _cancelled(message: str) -> status_pb2.Status:
     return status_pb2.Status(code=code_number(grpc.StatusCode.CANCELLED), message=message)
+
+
+_RESTARTED = "the server restarted before the operation finished"
+_REPLICA_GONE = "the server replica running the operation stopped before it finished"
+
+
+def _aborted(message: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code_number(grpc.StatusCode.ABORTED), message=message)
 
 
 def _internal() -> status_pb2.Status:

@@ -23,12 +23,41 @@ if TYPE_CHECKING:
 
     from ..server.listing import Filter
 
-__all__ = ["OperationRecord", "OperationStore", "PageKey", "Records", "Written", "parent_of"]
+__all__ = [
+    "Lease",
+    "OperationRecord",
+    "OperationStore",
+    "PageKey",
+    "Records",
+    "Written",
+    "check_outcome",
+    "mark_done",
+    "parent_of",
+]
 
 PageKey = tuple[int, str]
 """Where a page of a listing ends: ``(create_time, name)`` of its last operation."""
 
 _OPERATIONS = "/operations/"
+
+
+def check_outcome(response: any_pb2.Any | None, error: status_pb2.Status | None) -> None:
+    """Refuse a finish that does not carry exactly one of a response or an error."""
+    if (response is None) == (error is None):
+        raise ValueError("finish takes exactly one of response or error")
+
+
+def mark_done(
+    operation: operations_pb2.Operation,
+    response: any_pb2.Any | None,
+    error: status_pb2.Status | None,
+) -> None:
+    """Make *operation* (a store's private copy) done with *response* or *error*."""
+    operation.done = True
+    if response is not None:
+        operation.response.CopyFrom(response)
+    elif error is not None:
+        operation.error.CopyFrom(error)
 
 
 def parent_of(name: str) -> str:
@@ -69,6 +98,19 @@ class OperationRecord:
         return (self.create_time, self.operation.name)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lease:
+    """Which replica runs an operation, and until when others must assume it still does.
+
+    :param owner: the replica's id (``OperationManager.replica``).
+    :param expires: microseconds since the Unix epoch; the owner renews it while it runs
+        the operation; once it has passed, any replica may finish it with ABORTED.
+    """
+
+    owner: str
+    expires: int
+
+
 Records = list[OperationRecord]
 """A page of records (an alias, because ``OperationStore.list`` shadows ``list``)."""
 
@@ -100,10 +142,17 @@ class OperationStore(abc.ABC):
     #: ``None`` when every change is notified locally (the store is not shared).
     recheck_interval: float | None = None
 
-    async def open(self, notify: Callable[[str], None]) -> None:  # noqa: B027 - optional hook
+    async def open(  # noqa: B027 - optional hook
+        self,
+        notify: Callable[[str], None] | None = None,
+        *,
+        notify_all: Callable[[], None] | None = None,
+    ) -> None:
         """Prepare the store (connect, create the schema); called once by the manager.
 
         :param notify: call it with an operation's name when another process changed it.
+        :param notify_all: call it when changes may have gone unannounced (e.g. after a
+            lost connection), so that every waiter re-reads its operation.
         """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
@@ -121,9 +170,12 @@ class OperationStore(abc.ABC):
         await self.aclose()
 
     @abc.abstractmethod
-    async def create(self, record: OperationRecord) -> None:
+    async def create(self, record: OperationRecord, *, lease: Lease | None = None) -> None:
         """Insert a new operation.
 
+        :param lease: for an operation that a replica runs: who, and until when. A store
+            shared by several processes keeps it for :meth:`renew` and
+            :meth:`expired_leases`; a single-process store may ignore it.
         :raises StoreError: if an operation of that name exists already.
         """
 
@@ -189,3 +241,19 @@ class OperationStore(abc.ABC):
     @abc.abstractmethod
     async def running(self, limit: int, after: str | None = None) -> Records:
         """Return up to *limit* operations that are not done, ordered by name after *after*."""
+
+    async def renew(self, owner: str, expires: int) -> int:
+        """Extend the leases of *owner*'s operations that are not done; return how many.
+
+        Only stores shared by several processes need leases; the default keeps none.
+        """
+        return 0
+
+    async def expired_leases(self, now: int, limit: int) -> Records:
+        """Return up to *limit* operations not done whose lease expired before *now*."""
+        return []
+
+    async def shared_secret(self) -> bytes | None:
+        """A random secret all processes sharing this store agree on (e.g. to sign page
+        tokens that any replica accepts); None if the store is not shared."""
+        return None

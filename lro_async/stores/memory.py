@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING
 from google.longrunning import operations_pb2
 
 from ..errors import StoreError
-from .base import OperationRecord, OperationStore, PageKey, Records, Written
+from .base import (
+    Lease,
+    OperationRecord,
+    OperationStore,
+    PageKey,
+    Records,
+    Written,
+    check_outcome,
+    mark_done,
+)
 
 if TYPE_CHECKING:
     from google.protobuf import any_pb2
@@ -43,16 +52,19 @@ class MemoryStore(OperationStore):
     def __init__(self) -> None:
         self._records: dict[str, OperationRecord] = {}
         self._order: list[PageKey] = []  # every record's page key, sorted
+        self._leases: dict[str, Lease] = {}  # of operations not done yet
 
     def __len__(self) -> int:
         return len(self._records)
 
-    async def create(self, record: OperationRecord) -> None:
+    async def create(self, record: OperationRecord, *, lease: Lease | None = None) -> None:
         if record.name in self._records:
             raise StoreError(f"operation {record.name!r} exists already")
         stored = _copy(record)
         self._records[record.name] = stored
         bisect.insort(self._order, stored.page_key)
+        if lease is not None and not record.done:
+            self._leases[record.name] = lease
 
     async def get(self, name: str) -> OperationRecord | None:
         record = self._records.get(name)
@@ -79,8 +91,7 @@ class MemoryStore(OperationStore):
         response: any_pb2.Any | None = None,
         error: status_pb2.Status | None = None,
     ) -> Written | None:
-        if (response is None) == (error is None):
-            raise ValueError("finish takes exactly one of response or error")
+        check_outcome(response, error)
         record = self._records.get(name)
         if record is None:
             return None
@@ -88,12 +99,7 @@ class MemoryStore(OperationStore):
             return Written(_copy(record), applied=False)
         operation = operations_pb2.Operation()
         operation.CopyFrom(record.operation)
-        operation.done = True
-        if response is not None:
-            operation.response.CopyFrom(response)
-        else:
-            assert error is not None
-            operation.error.CopyFrom(error)
+        mark_done(operation, response, error)
         return self._replace(record, operation, update_time)
 
     def _replace(
@@ -103,12 +109,15 @@ class MemoryStore(OperationStore):
             operation, record.create_time, max(update_time, record.update_time)
         )
         self._records[record.name] = stored
+        if operation.done:
+            self._leases.pop(record.name, None)
         return Written(_copy(stored), applied=True)
 
     async def delete(self, name: str) -> bool:
         record = self._records.pop(name, None)
         if record is None:
             return False
+        self._leases.pop(name, None)
         index = bisect.bisect_left(self._order, record.page_key)
         del self._order[index]
         return True
@@ -150,4 +159,16 @@ class MemoryStore(OperationStore):
             for name, record in self._records.items()
             if not record.done and (after is None or name > after)
         )
+        return [_copy(self._records[name]) for name in names[:limit]]
+
+    async def renew(self, owner: str, expires: int) -> int:
+        renewed = 0
+        for name, lease in self._leases.items():
+            if lease.owner == owner:
+                self._leases[name] = Lease(owner, expires)
+                renewed += 1
+        return renewed
+
+    async def expired_leases(self, now: int, limit: int) -> Records:
+        names = sorted(name for name, lease in self._leases.items() if lease.expires < now)
         return [_copy(self._records[name]) for name in names[:limit]]
