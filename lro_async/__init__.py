@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from . import stores as stores
 from .backoff import Backoff as Backoff
+from .client.many import as_completed as as_completed
+from .client.many import gather as gather
+from .client.operation import AsyncOperation as AsyncOperation
+from .client.operations import AsyncOperationsClient as AsyncOperationsClient
+from .client.policy import WaitPolicy as WaitPolicy
 from .errors import InvalidArgument as InvalidArgument
 from .errors import LroError as LroError
 from .errors import OperationCancelled as OperationCancelled
@@ -27,6 +32,12 @@ from .server.servicer import server_options as server_options
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    # client
+    "AsyncOperation",
+    "AsyncOperationsClient",
+    "WaitPolicy",
+    "as_completed",
+    "gather",
     # configuration
     "Backoff",
     # errors

@@ -1,0 +1,237 @@
+"""AsyncOperationsClient: the Operations RPCs over a grpc.aio channel, and AsyncOperations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from types import TracebackType
+from typing import Any, Self, TypeVar, overload
+
+import grpc
+from google.longrunning import operations_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from .operation import AsyncOperation
+from .policy import WaitPolicy
+from .transport import GrpcTransport, Metadata, OperationsTransport
+from .waiting import Waiters
+
+__all__ = ["AsyncOperationsClient"]
+
+R = TypeVar("R", bound=Message)
+M = TypeVar("M", bound=Message)
+
+
+class AsyncOperationsClient:
+    """A client of ``google.longrunning.Operations``, and the home of its AsyncOperations.
+
+    The client does not own the channel: close the channel yourself, after
+    :meth:`aclose` (or leaving ``async with``), which ends every wait still running.
+    Creating a client makes no RPC and needs no running event loop.
+
+    Example::
+
+        async with grpc.aio.insecure_channel(target) as channel:
+            client = AsyncOperationsClient(channel, metadata=[("authorization", token)])
+            op = client.operation(name, result_type=Resp, metadata_type=Md)
+            resp = await op.result(timeout=60)
+
+    :param channel: a ``grpc.aio`` channel, or any :class:`OperationsTransport`.
+    :param metadata: request metadata sent with every RPC (e.g. auth headers); per-call
+        ``metadata`` is appended to it.
+    :param policy: how operations are waited for (long polls, polling, retries, pacing).
+    """
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel | OperationsTransport,
+        *,
+        metadata: Metadata = (),
+        policy: WaitPolicy | None = None,
+    ) -> None:
+        transport = GrpcTransport(channel) if isinstance(channel, grpc.aio.Channel) else channel
+        self._transport: OperationsTransport = transport
+        self._metadata = tuple(metadata)
+        self._policy = policy or WaitPolicy()
+        self._waiters = Waiters(transport, self._metadata, self._policy)
+
+    @property
+    def policy(self) -> WaitPolicy:
+        return self._policy
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """End every wait still running (with a CANCELLED :class:`RpcError`) and its task.
+
+        Remote operations are not cancelled; the channel is left open.
+        """
+        await self._waiters.aclose()
+
+    # -- AsyncOperations ----------------------------------------------------------------
+
+    @overload
+    def operation(
+        self,
+        operation: operations_pb2.Operation | str,
+        *,
+        result_type: type[R],
+        metadata_type: type[M],
+    ) -> AsyncOperation[R, M]: ...
+    @overload
+    def operation(
+        self,
+        operation: operations_pb2.Operation | str,
+        *,
+        result_type: type[R],
+        metadata_type: None = None,
+    ) -> AsyncOperation[R, any_pb2.Any]: ...
+    @overload
+    def operation(
+        self,
+        operation: operations_pb2.Operation | str,
+        *,
+        result_type: None = None,
+        metadata_type: type[M],
+    ) -> AsyncOperation[any_pb2.Any, M]: ...
+    @overload
+    def operation(
+        self,
+        operation: operations_pb2.Operation | str,
+        *,
+        result_type: None = None,
+        metadata_type: None = None,
+    ) -> AsyncOperation[any_pb2.Any, any_pb2.Any]: ...
+    def operation(
+        self,
+        operation: operations_pb2.Operation | str,
+        *,
+        result_type: type[Message] | None = None,
+        metadata_type: type[Message] | None = None,
+    ) -> AsyncOperation[Any, Any]:
+        """Return an :class:`AsyncOperation` for a name or an Operation proto, without an RPC.
+
+        :param operation: the operation's name (to resume waiting by name) or its proto
+            (which is copied).
+        :param result_type: the response message type; None keeps the packed ``Any``.
+        :param metadata_type: the metadata message type; None keeps the packed ``Any``.
+        """
+        if isinstance(operation, str):
+            return AsyncOperation(
+                operation, self, result_type=result_type, metadata_type=metadata_type
+            )
+        return AsyncOperation.from_operation(
+            operation, self, result_type=result_type, metadata_type=metadata_type
+        )
+
+    # -- the RPCs -----------------------------------------------------------------------
+
+    async def get_operation(
+        self, name: str, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> operations_pb2.Operation:
+        """GetOperation: the latest state of *name*.
+
+        :param timeout: the RPC deadline in seconds; None: ``policy.rpc_timeout``.
+        :param metadata: request metadata for this call, after the client's.
+        :raises RpcError: e.g. :class:`OperationNotFound`, :class:`PermissionDenied`.
+        """
+        async with self._waiters.pacer.slot():
+            return await self._transport.get(
+                name, timeout=self._timeout(timeout), metadata=self._merge(metadata)
+            )
+
+    async def list_operations(
+        self,
+        parent: str,
+        *,
+        filter: str = "",
+        page_size: int = 0,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> AsyncGenerator[operations_pb2.Operation, None]:
+        """ListOperations: yield the operations under *parent*, fetching page after page.
+
+        :param parent: the collection, e.g. ``"projects/p"`` (the request's ``name``).
+        :param filter: an AIP-160 filter, e.g. ``"done = false"``.
+        :param page_size: operations per page; 0 lets the server choose.
+        :param timeout: the deadline of each page's RPC; None: ``policy.rpc_timeout``.
+        :raises RpcError: e.g. :class:`InvalidArgument` for a bad filter.
+        """
+        token = ""
+        while True:
+            async with self._waiters.pacer.slot():
+                page = await self._transport.list(
+                    parent,
+                    filter=filter,
+                    page_size=page_size,
+                    page_token=token,
+                    timeout=self._timeout(timeout),
+                    metadata=self._merge(metadata),
+                )
+            for operation in page.operations:
+                yield operation
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def cancel_operation(
+        self, name: str, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> None:
+        """CancelOperation: ask the server to cancel *name* (it ends later, with CANCELLED).
+
+        :raises RpcError: e.g. :class:`OperationNotFound`.
+        """
+        async with self._waiters.pacer.slot():
+            await self._transport.cancel(
+                name, timeout=self._timeout(timeout), metadata=self._merge(metadata)
+            )
+
+    async def delete_operation(
+        self, name: str, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> None:
+        """DeleteOperation: forget *name* on the server (its work is not cancelled).
+
+        :raises RpcError: e.g. :class:`OperationNotFound`.
+        """
+        async with self._waiters.pacer.slot():
+            await self._transport.delete(
+                name, timeout=self._timeout(timeout), metadata=self._merge(metadata)
+            )
+
+    async def wait_operation(
+        self,
+        name: str,
+        timeout: float | None = None,
+        *,
+        metadata: Metadata = (),
+    ) -> operations_pb2.Operation:
+        """One WaitOperation call: return *name* when done or after *timeout* seconds.
+
+        The server may answer earlier, with ``done=false``; no retry is made. To wait for
+        the result, await :meth:`operation` instead.
+
+        :param timeout: the wait asked of the server; None lets the server choose. The RPC
+            deadline is ``policy.deadline_margin`` beyond it.
+        :raises RpcError: e.g. :class:`OperationNotFound`; UNIMPLEMENTED if the server has
+            no WaitOperation.
+        """
+        deadline = None if timeout is None else timeout + self._policy.deadline_margin
+        await self._waiters.pacer.open()
+        return await self._transport.wait(
+            name, timeout, timeout=deadline, metadata=self._merge(metadata)
+        )
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self._policy.rpc_timeout if timeout is None else timeout
+
+    def _merge(self, metadata: Metadata) -> Metadata:
+        return self._metadata + tuple(metadata) if metadata else self._metadata

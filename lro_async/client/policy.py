@@ -1,0 +1,76 @@
+"""WaitPolicy: how a client waits for operations (a frozen, validated configuration)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import grpc
+
+from ..backoff import Backoff
+
+__all__ = ["WaitPolicy"]
+
+_RETRY_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        # A grpc.aio server refuses calls beyond its pending queue with CANCELLED.
+        grpc.StatusCode.CANCELLED,
+    }
+)
+_POLL = Backoff(initial=1.0, multiplier=1.5, maximum=20.0, jitter=True)
+_RETRY = Backoff(initial=0.1, multiplier=2.0, maximum=10.0, jitter=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WaitPolicy:
+    """How a client waits for operations: long polls, polling, retries and pacing.
+
+    >>> policy = WaitPolicy(long_poll=60.0, poll=Backoff(initial=0.5, maximum=10.0))
+    >>> policy.rpc_timeout
+    30.0
+
+    :param long_poll: seconds one WaitOperation call asks to wait when no awaiter has a
+        nearer deadline. Long calls make idle waiters nearly free.
+    :param deadline_margin: seconds by which a WaitOperation's RPC deadline exceeds the
+        wait it asks for, so the server answers OK before the deadline.
+    :param rpc_timeout: the deadline of every other RPC (GetOperation, CancelOperation,
+        DeleteOperation, each ListOperations page), unless a call gives its own.
+    :param poll: the pause between GetOperation polls when the server does not implement
+        WaitOperation, and the length of progress polls.
+    :param retry: the pause between retries of a transient error.
+    :param retry_codes: the status codes a waiter retries; any other ends the wait.
+    :param max_in_flight: most short RPCs one client has in flight at once.
+    :param opens_per_second: most WaitOperation calls one client opens per second.
+    :param open_burst: how many WaitOperation calls may open at once before that rate applies.
+    """
+
+    long_poll: float = 900.0
+    deadline_margin: float = 2.0
+    rpc_timeout: float = 30.0
+    poll: Backoff = _POLL
+    retry: Backoff = _RETRY
+    retry_codes: frozenset[grpc.StatusCode] = _RETRY_CODES
+    max_in_flight: int = 200
+    opens_per_second: float = 1000.0
+    open_burst: int = 200
+
+    def __post_init__(self) -> None:
+        for field in ("long_poll", "deadline_margin", "rpc_timeout", "opens_per_second"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"WaitPolicy.{field} must be a number, not {value!r}")
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"WaitPolicy.{field} must be > 0 and finite, not {value!r}")
+        for field in ("max_in_flight", "open_burst"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"WaitPolicy.{field} must be an int >= 1, not {value!r}")
+
+    @classmethod
+    def instant(cls) -> WaitPolicy:
+        """A policy that never pauses between polls or retries: for tests."""
+        return cls(poll=Backoff.instant(), retry=Backoff.instant())

@@ -1,0 +1,166 @@
+"""The transport seam: the five Operations RPCs as plain coroutines.
+
+Everything that waits (``waiting.py``) is written against :class:`OperationsTransport`, so a
+gRPC channel and, later, an HTTP/JSON client are interchangeable. A transport raises
+lro_async errors (:class:`~lro_async.errors.RpcError` and its subclasses), never
+transport-specific ones, and does no retrying or pacing of its own: that is policy, and
+lives above the seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Protocol, TypeAlias
+
+import grpc
+from google.longrunning import operations_pb2
+from google.protobuf import empty_pb2
+
+from ..errors import RpcError, map_rpc_errors
+from ..protobuf import seconds_duration
+
+__all__ = ["GrpcTransport", "Metadata", "OperationsTransport"]
+
+#: Request metadata: ``(key, value)`` pairs, keys lower case, ``-bin`` keys with bytes values.
+Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
+
+_SERVICE = "/google.longrunning.Operations/"
+
+
+class OperationsTransport(Protocol):
+    """The ``google.longrunning.Operations`` RPCs, one coroutine each.
+
+    ``timeout`` is the deadline of the call in seconds (None: no deadline); ``metadata`` is
+    sent with the request (gRPC metadata, HTTP headers).
+    """
+
+    async def get(
+        self, name: str, *, timeout: float | None, metadata: Metadata
+    ) -> operations_pb2.Operation: ...
+
+    async def wait(
+        self, name: str, wait: float | None, *, timeout: float | None, metadata: Metadata
+    ) -> operations_pb2.Operation:
+        """WaitOperation: return when the operation is done or *wait* seconds have passed."""
+        ...
+
+    async def cancel(self, name: str, *, timeout: float | None, metadata: Metadata) -> None: ...
+
+    async def delete(self, name: str, *, timeout: float | None, metadata: Metadata) -> None: ...
+
+    async def list(
+        self,
+        parent: str,
+        *,
+        filter: str,
+        page_size: int,
+        page_token: str,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> operations_pb2.ListOperationsResponse: ...
+
+
+@contextlib.contextmanager
+def _map_errors() -> Iterator[None]:
+    """map_rpc_errors, plus a call cancelled under us (channel.close()) as CANCELLED.
+
+    grpc.aio raises ``asyncio.CancelledError`` in the task awaiting a call that was
+    cancelled locally, e.g. by ``channel.close()``; unless the task itself is being
+    cancelled, that is an RPC failure, not a cancellation of the caller.
+    """
+    try:
+        with map_rpc_errors():
+            yield
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise RpcError(
+            "the call was cancelled locally (is the channel closed?)",
+            code=grpc.StatusCode.CANCELLED,
+        ) from exc
+
+
+class GrpcTransport:
+    """:class:`OperationsTransport` over a ``grpc.aio`` channel (which it does not own)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._get: grpc.aio.UnaryUnaryMultiCallable[
+            operations_pb2.GetOperationRequest, operations_pb2.Operation
+        ] = channel.unary_unary(
+            _SERVICE + "GetOperation",
+            request_serializer=operations_pb2.GetOperationRequest.SerializeToString,
+            response_deserializer=operations_pb2.Operation.FromString,
+        )
+        self._wait: grpc.aio.UnaryUnaryMultiCallable[
+            operations_pb2.WaitOperationRequest, operations_pb2.Operation
+        ] = channel.unary_unary(
+            _SERVICE + "WaitOperation",
+            request_serializer=operations_pb2.WaitOperationRequest.SerializeToString,
+            response_deserializer=operations_pb2.Operation.FromString,
+        )
+        self._cancel: grpc.aio.UnaryUnaryMultiCallable[
+            operations_pb2.CancelOperationRequest, empty_pb2.Empty
+        ] = channel.unary_unary(
+            _SERVICE + "CancelOperation",
+            request_serializer=operations_pb2.CancelOperationRequest.SerializeToString,
+            response_deserializer=empty_pb2.Empty.FromString,
+        )
+        self._delete: grpc.aio.UnaryUnaryMultiCallable[
+            operations_pb2.DeleteOperationRequest, empty_pb2.Empty
+        ] = channel.unary_unary(
+            _SERVICE + "DeleteOperation",
+            request_serializer=operations_pb2.DeleteOperationRequest.SerializeToString,
+            response_deserializer=empty_pb2.Empty.FromString,
+        )
+        self._list: grpc.aio.UnaryUnaryMultiCallable[
+            operations_pb2.ListOperationsRequest, operations_pb2.ListOperationsResponse
+        ] = channel.unary_unary(
+            _SERVICE + "ListOperations",
+            request_serializer=operations_pb2.ListOperationsRequest.SerializeToString,
+            response_deserializer=operations_pb2.ListOperationsResponse.FromString,
+        )
+
+    async def get(
+        self, name: str, *, timeout: float | None, metadata: Metadata
+    ) -> operations_pb2.Operation:
+        request = operations_pb2.GetOperationRequest(name=name)
+        with _map_errors():
+            return await self._get(request, timeout=timeout, metadata=metadata)
+
+    async def wait(
+        self, name: str, wait: float | None, *, timeout: float | None, metadata: Metadata
+    ) -> operations_pb2.Operation:
+        request = operations_pb2.WaitOperationRequest(name=name)
+        if wait is not None:
+            request.timeout.CopyFrom(seconds_duration(max(wait, 0.0)))
+        with _map_errors():
+            return await self._wait(request, timeout=timeout, metadata=metadata)
+
+    async def cancel(self, name: str, *, timeout: float | None, metadata: Metadata) -> None:
+        request = operations_pb2.CancelOperationRequest(name=name)
+        with _map_errors():
+            await self._cancel(request, timeout=timeout, metadata=metadata)
+
+    async def delete(self, name: str, *, timeout: float | None, metadata: Metadata) -> None:
+        request = operations_pb2.DeleteOperationRequest(name=name)
+        with _map_errors():
+            await self._delete(request, timeout=timeout, metadata=metadata)
+
+    async def list(
+        self,
+        parent: str,
+        *,
+        filter: str,
+        page_size: int,
+        page_token: str,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> operations_pb2.ListOperationsResponse:
+        request = operations_pb2.ListOperationsRequest(
+            name=parent, filter=filter, page_size=page_size, page_token=page_token
+        )
+        with _map_errors():
+            return await self._list(request, timeout=timeout, metadata=metadata)

@@ -1,0 +1,446 @@
+"""The one shared waiter per operation name: long-poll, fall back to polling, retry.
+
+Every ``await op`` on a client goes through :class:`Waiters`. For each operation name there
+is at most one :class:`Waiter` and one task, whatever the number of awaiters and of
+``AsyncOperation`` objects of that name (single-flight). The task:
+
+1. long-polls WaitOperation, each call asking to wait ``policy.long_poll`` seconds (or until
+   the latest awaiter deadline, if every awaiter has one), with an RPC deadline a little
+   beyond, so the server answers OK rather than the deadline expiring;
+2. on UNIMPLEMENTED remembers it for the client and polls GetOperation with
+   ``policy.poll`` backoff instead. A client's first waiter finds out with a WaitOperation
+   that asks for no wait at all, while the client's other waiters wait for the verdict, so
+   a server without WaitOperation sees one UNIMPLEMENTED call per client, not one per
+   operation;
+3. retries ``policy.retry_codes`` (UNAVAILABLE, a single call's DEADLINE_EXCEEDED, a
+   CANCELLED status from a server that dropped the call, ...) with ``policy.retry`` backoff,
+   forever: there is no implicit total timeout;
+4. ends the wait of every awaiter with the error of any other status;
+5. ends when the operation is done, or is cancelled when its last awaiter leaves.
+   Leaving never cancels the remote operation.
+
+Progress listeners (``AsyncOperation.progress()``) are awaiters that also want each
+metadata change: while one listens, WaitOperation carries the
+:func:`~lro_async.protobuf.progress_header` so lro_async's server returns on every change.
+Until a server has shown it honours the header, the calls are kept short (the
+``policy.poll`` backoff), which turns them into polls that still return at once when the
+operation finishes. Plain awaiters pay nothing for any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Iterator
+from typing import TYPE_CHECKING, Protocol
+
+import grpc
+from google.longrunning import operations_pb2
+
+from ..errors import RpcError
+from ..protobuf import progress_header
+from .pacing import Pacer
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .policy import WaitPolicy
+    from .transport import Metadata, OperationsTransport
+
+__all__ = ["Observer", "Ticket", "Waiter", "Waiters"]
+
+logger = logging.getLogger("lro_async")
+
+
+class Observer(Protocol):
+    """Something told about every state a waiter sees (an ``AsyncOperation``, a batch)."""
+
+    def _operation_changed(self, operation: operations_pb2.Operation) -> None: ...
+
+    def _wait_failed(self, error: Exception) -> None: ...
+
+
+class Ticket:
+    """One awaiter's membership of a waiter: its deadline, observers, and whether it listens."""
+
+    __slots__ = ("deadline", "observers", "progress")
+
+    def __init__(
+        self, observers: tuple[Observer, ...], deadline: float | None, progress: bool
+    ) -> None:
+        self.observers = observers
+        self.deadline = deadline  # loop time, or None for no deadline
+        self.progress = progress
+
+
+class Waiters:
+    """The waiters of one client, by operation name, and what it learnt about the server.
+
+    :param transport: the RPCs.
+    :param metadata: request metadata sent with every RPC the waiters make.
+    :param policy: timing and pacing.
+    """
+
+    def __init__(
+        self, transport: OperationsTransport, metadata: Metadata, policy: WaitPolicy
+    ) -> None:
+        self.transport = transport
+        self.metadata = tuple(metadata)
+        self.policy = policy
+        self.pacer = Pacer(policy.max_in_flight, policy.opens_per_second, policy.open_burst)
+        # Whether to long-poll: None until a WaitOperation answers, False on UNIMPLEMENTED.
+        self.long_poll: bool | None = None
+        self._probing: asyncio.Event | None = None  # set when the probe in flight ends
+        self.honours_progress = False  # True once the server answered a progress wait early
+        self._waiters: dict[str, Waiter] = {}
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def join(
+        self,
+        name: str,
+        observers: tuple[Observer, ...],
+        *,
+        deadline: float | None = None,
+        progress: bool = False,
+    ) -> tuple[Waiter, Ticket]:
+        """Join the waiter of *name* (starting it if needed); leave with ``Waiter.leave``."""
+        if self._closed:
+            raise _closed_error()
+        waiter = self._waiters.get(name)
+        if waiter is None:
+            waiter = self._waiters[name] = Waiter(name, self)
+        ticket = Ticket(observers, deadline, progress)
+        waiter.join(ticket)
+        return waiter, ticket
+
+    async def wait(
+        self, name: str, observer: Observer, deadline: float | None
+    ) -> operations_pb2.Operation:
+        """Return *name* once done (or raise the error that ended the wait).
+
+        :param deadline: loop time after which to raise ``TimeoutError``; None: never.
+        """
+        waiter, ticket = self.join(name, (observer,), deadline=deadline)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter.settled()
+        finally:
+            await waiter.leave(ticket)
+        return waiter.outcome()
+
+    def forget(self, waiter: Waiter) -> None:
+        """Drop *waiter* from the registry (it finished or has nobody left)."""
+        if self._waiters.get(waiter.name) is waiter:
+            del self._waiters[waiter.name]
+
+    def fall_back_to_polling(self) -> None:
+        if self.long_poll is not False:
+            logger.info("WaitOperation is not implemented by the server; polling GetOperation")
+        self.long_poll = False
+
+    def begin_probe(self) -> asyncio.Event | None:
+        """Become the waiter that probes WaitOperation (None), or get the probe to await."""
+        if self._probing is not None:
+            return self._probing
+        self._probing = asyncio.Event()
+        return None
+
+    def end_probe(self, verdict: bool | None) -> None:
+        """Record the probe's verdict (None: undecided, e.g. it failed) and wake the others."""
+        if verdict is False:
+            self.fall_back_to_polling()
+        elif verdict and self.long_poll is None:
+            self.long_poll = True
+        probing, self._probing = self._probing, None
+        if probing is not None:
+            probing.set()
+
+    async def aclose(self) -> None:
+        """End every wait with an error and stop every waiter task."""
+        self._closed = True
+        waiters, self._waiters = list(self._waiters.values()), {}
+        tasks = [task for waiter in waiters for task in waiter.close(_closed_error())]
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+def _closed_error() -> RpcError:
+    return RpcError("the AsyncOperationsClient is closed", code=grpc.StatusCode.CANCELLED)
+
+
+class Waiter:
+    """The single waiter of one operation name on one client; see the module docstring."""
+
+    def __init__(self, name: str, owner: Waiters) -> None:
+        self.name = name
+        self._owner = owner
+        self._policy = owner.policy
+        self._tickets: set[Ticket] = set()
+        self._unbounded = 0  # tickets without a deadline
+        self._listeners = 0  # tickets of progress() iterations
+        self._task: asyncio.Task[None] | None = None
+        self._retired: set[asyncio.Task[None]] = set()  # replaced tasks, cancelled, ending
+        self._plain_long_poll = False  # the task awaits a WaitOperation without the header
+        self._latest: operations_pb2.Operation | None = None
+        self._version = 0  # bumped on the first state, each metadata change, and the end
+        self._bumped = asyncio.Event()  # set and replaced at every bump
+        self._settled = asyncio.Event()
+        self._final: operations_pb2.Operation | None = None
+        self._error: Exception | None = None
+        self._error_tb: TracebackType | None = None  # raised afresh to each awaiter
+
+    def __repr__(self) -> str:
+        return f"<Waiter {self.name!r} tickets={len(self._tickets)}>"
+
+    # -- membership -------------------------------------------------------------------
+
+    def join(self, ticket: Ticket) -> None:
+        self._tickets.add(ticket)
+        self._unbounded += ticket.deadline is None
+        self._listeners += ticket.progress
+        if self._task is None:
+            self._task = self._start(None)
+        elif ticket.progress and self._listeners == 1 and self._plain_long_poll:
+            # The open call would not return on a metadata change: reopen it with the header.
+            previous = self._task
+            previous.cancel()
+            self._retired.add(previous)
+            previous.add_done_callback(self._retired.discard)
+            self._task = self._start(previous)
+
+    def release(self, ticket: Ticket) -> list[asyncio.Task[None]]:
+        """Remove *ticket*; if it was the last, cancel the tasks and return them to await."""
+        if ticket not in self._tickets:
+            return []
+        self._tickets.remove(ticket)
+        self._unbounded -= ticket.deadline is None
+        self._listeners -= ticket.progress
+        if self._tickets or self._settled.is_set():
+            return []
+        self._owner.forget(self)
+        return self._stop()
+
+    async def leave(self, ticket: Ticket) -> None:
+        """Remove *ticket*; if it was the last, stop the tasks and wait until they have ended."""
+        tasks = self.release(ticket)
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def close(self, error: Exception) -> list[asyncio.Task[None]]:
+        """End the wait of every awaiter with *error*; return the cancelled tasks to await."""
+        tasks = self._stop()
+        if not self._settled.is_set():
+            self._settle_error(error)
+        return tasks
+
+    def _stop(self) -> list[asyncio.Task[None]]:
+        tasks = [*self._retired, *([self._task] if self._task is not None else [])]
+        self._task = None
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    # -- results ----------------------------------------------------------------------
+
+    async def settled(self) -> None:
+        await self._settled.wait()
+
+    def outcome(self) -> operations_pb2.Operation:
+        """The done operation, or raise the error that ended the wait."""
+        if self._error is not None:
+            raise self._error.with_traceback(self._error_tb)
+        assert self._final is not None, "outcome() before settled()"
+        return self._final
+
+    async def updates(self) -> AsyncGenerator[operations_pb2.Operation, None]:
+        """Yield the latest state each time the metadata changes; end with the done state."""
+        seen = 0
+        while True:
+            latest = self._latest
+            if latest is not None and self._version != seen:
+                seen = self._version
+                yield latest
+                if latest.done:
+                    return
+                continue
+            if self._error is not None:
+                raise self._error.with_traceback(self._error_tb)
+            await self._bumped.wait()
+
+    # -- the task ---------------------------------------------------------------------
+
+    def _start(self, previous: asyncio.Task[None] | None) -> asyncio.Task[None]:
+        return asyncio.create_task(self._run(previous), name=f"lro_async waiter {self.name}")
+
+    async def _run(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            operation = await self._follow()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # Not our cancellation, but something we awaited: the awaiters must not hang.
+            self._settle_error(
+                RpcError("waiting was cancelled from inside", code=grpc.StatusCode.CANCELLED)
+            )
+        except Exception as exc:  # every awaiter must hear of it, whatever it is
+            self._settle_error(exc)
+        else:
+            self._final = operation
+            self._owner.forget(self)
+            self._settled.set()
+
+    async def _follow(self) -> operations_pb2.Operation:
+        """Make RPCs until the operation is done; raise a permanent error."""
+        retries: Iterator[float] | None = None
+        pauses = self._policy.poll.delays()  # between polls, and after early answers
+        progress_waits = self._policy.poll.delays()  # waits while the header is unproven
+        while True:
+            mode = self._owner.long_poll
+            if mode is None and (probe := self._owner.begin_probe()) is not None:
+                await probe.wait()  # another waiter is finding out whether to long-poll
+                continue
+            try:
+                if mode is None:
+                    operation, early = await self._probe()
+                elif mode:
+                    operation, early = await self._long_poll(progress_waits)
+                else:
+                    operation, early = await self._poll(), True
+            except RpcError as exc:
+                if mode is not False and exc.code is grpc.StatusCode.UNIMPLEMENTED:
+                    self._owner.fall_back_to_polling()
+                    continue
+                if exc.code not in self._policy.retry_codes:
+                    raise
+                retries = retries or self._policy.retry.delays()
+                delay = next(retries)
+                logger.debug("retrying %r in %.3f s after %s", self.name, delay, exc)
+                await asyncio.sleep(delay)
+                continue
+            retries = None
+            changed = self._publish(operation)
+            if operation.done:
+                return operation
+            if changed and self._listeners:
+                pauses = self._policy.poll.delays()
+                progress_waits = self._policy.poll.delays()
+                if mode:
+                    continue  # someone listens for the next change: reopen at once
+            if early:
+                await asyncio.sleep(next(pauses))
+            else:
+                pauses = self._policy.poll.delays()
+
+    async def _probe(self) -> tuple[operations_pb2.Operation, bool]:
+        """A WaitOperation that answers at once, telling every waiter whether to long-poll.
+
+        Only one waiter of a client probes; the others wait for its verdict, so a server
+        without WaitOperation sees one UNIMPLEMENTED call, not one per operation.
+        """
+        verdict: bool | None = None
+        try:
+            operation, _ = await self._long_poll(iter(()), wait=0.0)
+            verdict = True
+        except RpcError as exc:
+            if exc.code is grpc.StatusCode.UNIMPLEMENTED:
+                verdict = False
+            raise
+        finally:
+            self._owner.end_probe(verdict)
+        return operation, False
+
+    async def _poll(self) -> operations_pb2.Operation:
+        async with self._owner.pacer.slot():
+            timeout = self._policy.rpc_timeout
+            left = self._time_left()
+            if left is not None:
+                timeout = min(timeout, max(left, 0.01))
+            return await self._owner.transport.get(
+                self.name, timeout=timeout, metadata=self._owner.metadata
+            )
+
+    async def _long_poll(
+        self, progress_waits: Iterator[float], *, wait: float | None = None
+    ) -> tuple[operations_pb2.Operation, bool]:
+        """One WaitOperation; return the answer and whether it came early."""
+        await self._owner.pacer.open()
+        progress = self._listeners > 0
+        wait = self._policy.long_poll if wait is None else wait
+        metadata = self._owner.metadata
+        if progress:
+            # Naming the metadata seen makes the server answer at once if it changed
+            # between our calls, so no change a round trip apart is missed.
+            seen = self._latest.metadata if self._latest is not None else None
+            metadata += (progress_header(seen),)
+            if not self._owner.honours_progress:
+                wait = min(wait, next(progress_waits, wait))
+        left = self._time_left()
+        if left is not None:
+            wait = min(wait, left)
+        wait = max(wait, 0.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._plain_long_poll = not progress and wait > 0
+        try:
+            operation = await self._owner.transport.wait(
+                self.name,
+                wait,
+                timeout=wait + self._policy.deadline_margin,
+                metadata=metadata,
+            )
+        finally:
+            self._plain_long_poll = False
+        elapsed = loop.time() - started
+        # An answer well before the wait asked for (a server that treats WaitOperation
+        # like GetOperation), or no wait at all (a deadline passed): pause before the next.
+        early = wait <= 0 or elapsed < min(wait * 0.5, 1.0)
+        if (
+            progress
+            and not operation.done
+            and elapsed < wait * 0.8
+            and self._latest is not None
+            and self._latest.metadata != operation.metadata
+        ):
+            self._owner.honours_progress = True
+        return operation, early
+
+    def _time_left(self) -> float | None:
+        """Seconds to the latest awaiter deadline, or None if an awaiter has none."""
+        if self._unbounded or not self._tickets:
+            return None
+        latest = max(t.deadline for t in self._tickets if t.deadline is not None)
+        return latest - asyncio.get_running_loop().time()
+
+    # -- telling everyone -------------------------------------------------------------
+
+    def _observers(self) -> list[Observer]:
+        return list(dict.fromkeys(o for t in self._tickets for o in t.observers))
+
+    def _bump(self) -> None:
+        self._version += 1
+        bumped, self._bumped = self._bumped, asyncio.Event()
+        bumped.set()
+
+    def _publish(self, operation: operations_pb2.Operation) -> bool:
+        """Record a new state; return whether its metadata differs from the previous one."""
+        previous, self._latest = self._latest, operation
+        changed = previous is not None and previous.metadata != operation.metadata
+        if previous is None or changed or operation.done:
+            self._bump()
+        for observer in self._observers():
+            observer._operation_changed(operation)
+        return changed
+
+    def _settle_error(self, error: Exception) -> None:
+        self._error, self._error_tb = error, error.__traceback__
+        self._owner.forget(self)
+        for observer in self._observers():
+            observer._wait_failed(error)
+        self._bump()
+        self._settled.set()

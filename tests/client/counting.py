@@ -1,0 +1,34 @@
+"""A client interceptor that counts RPCs by method and remembers their metadata."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class CountingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Counts every unary call by its method's short name (``"WaitOperation"``)."""
+
+    def __init__(self) -> None:
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.metadata: list[tuple[str, dict[str, str | bytes]]] = []
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Req], Awaitable[grpc.aio.UnaryUnaryCall[Req, Resp]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Req,
+    ) -> Resp | grpc.aio.UnaryUnaryCall[Req, Resp]:
+        method: str | bytes = client_call_details.method  # bytes at run time, str in the stubs
+        short = (method.decode() if isinstance(method, bytes) else method).rsplit("/", 1)[-1]
+        self.calls[short] += 1
+        self.metadata.append((short, dict(client_call_details.metadata or ())))
+        return await continuation(client_call_details, request)

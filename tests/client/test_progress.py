@@ -1,0 +1,123 @@
+"""progress(): ordered, deduplicated metadata; polled only while someone listens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2, wrappers_pb2
+
+from lro_async.client.operation import AsyncOperation
+from lro_async.client.operations import AsyncOperationsClient
+from lro_async.errors import OperationFailed, OperationNotFound
+from lro_async.protobuf import WAIT_MODE_HEADER, WAIT_MODE_PROGRESS
+
+from .polling_server import OperationsTestServer
+
+
+def pct(value: int) -> wrappers_pb2.Int32Value:
+    return wrappers_pb2.Int32Value(value=value)
+
+
+async def collect(op: AsyncOperation[Any, wrappers_pb2.Int32Value]) -> list[int]:
+    return [md.value async for md in op.progress()]
+
+
+async def drive(server: OperationsTestServer, name: str, steps: list[int]) -> None:
+    for step in steps:
+        await asyncio.sleep(0.04)
+        server.set_metadata(name, pct(step))
+    await asyncio.sleep(0.04)
+    server.complete(name, empty_pb2.Empty())
+
+
+@pytest.mark.parametrize("mode", ["polling", "long-poll ignoring the header"])
+async def test_progress_yields_each_change_once_in_order(
+    server: OperationsTestServer,
+    client: AsyncOperationsClient,
+    long_poll_server: OperationsTestServer,
+    long_poll_client: AsyncOperationsClient,
+    mode: str,
+) -> None:
+    if mode != "polling":
+        server, client = long_poll_server, long_poll_client
+    name = server.create(pct(0))
+    op = client.operation(name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(drive(server, name, [10, 10, 20, 20, 20, 50, 100]))
+        seen = await collect(op)
+    assert seen == [0, 10, 20, 50, 100]
+    assert op.done
+    assert await op == empty_pb2.Empty()
+
+
+async def test_listeners_ask_for_progress_and_plain_awaiters_do_not(
+    long_poll_server: OperationsTestServer, long_poll_client: AsyncOperationsClient
+) -> None:
+    server, client = long_poll_server, long_poll_client
+    name = server.create(pct(0))
+    op = client.operation(name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value)
+    task = asyncio.create_task(op.result())
+    await asyncio.sleep(0.03)
+    for step in range(1, 6):
+        server.set_metadata(name, pct(step))
+        await asyncio.sleep(0.01)
+    # The probe, then one long poll: an awaiter pays nothing for metadata changes.
+    assert server.calls["WaitOperation"] == 2
+    listener = asyncio.create_task(collect(op))
+    await asyncio.sleep(0.03)
+    server.complete(name, empty_pb2.Empty())
+    assert await task == empty_pb2.Empty()
+    assert await listener == [0, 5], "the metadata last seen, then the change"
+    headers = [str(md.get(WAIT_MODE_HEADER, "")) for _, md in server.invocation_metadata]
+    assert headers[:2] == ["", ""]
+    assert headers[2].startswith(WAIT_MODE_PROGRESS), "the open call was reopened with it"
+
+
+async def test_many_listeners_share_one_stream_of_rpcs(
+    server: OperationsTestServer, client: AsyncOperationsClient
+) -> None:
+    name = server.create(pct(0))
+    ops = [
+        client.operation(name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value)
+        for _ in range(3)
+    ]
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(drive(server, name, [30, 60]))
+        listeners = [tg.create_task(collect(op)) for op in ops for _ in range(20)]
+    assert all(listener.result() == [0, 30, 60] for listener in listeners)
+    assert server.max_in_flight_per_name["GetOperation", name] == 1
+
+
+async def test_progress_of_a_done_operation_yields_its_metadata_without_rpc(
+    server: OperationsTestServer, client: AsyncOperationsClient
+) -> None:
+    name = server.create(pct(100))
+    server.complete(name, empty_pb2.Empty())
+    op = client.operation(name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value)
+    await op
+    calls = sum(server.calls.values())
+    assert await collect(op) == [100]
+    assert sum(server.calls.values()) == calls
+
+
+async def test_progress_ends_when_the_operation_fails(
+    server: OperationsTestServer, client: AsyncOperationsClient
+) -> None:
+    name = server.create(pct(1))
+    op = client.operation(name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value)
+    async with contextlib.aclosing(op.progress()) as updates:
+        async for md in updates:
+            assert md.value == 1
+            server.fail(name, grpc.StatusCode.DATA_LOSS, "gone")
+    with pytest.raises(OperationFailed, match="gone"):
+        await op
+
+
+async def test_progress_raises_a_permanent_wait_error(client: AsyncOperationsClient) -> None:
+    op = client.operation("operations/missing", metadata_type=wrappers_pb2.Int32Value)
+    with pytest.raises(OperationNotFound):
+        await collect(op)
