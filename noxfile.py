@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.needs_version = ">=2025.2.9"
@@ -9,7 +11,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-EXTRAS = ".[sqlite,postgres,cli]"
+EXTRAS = ".[postgres,cli]"
 
 
 def _group(name: str) -> list[str]:
@@ -57,3 +59,47 @@ def examples(session: nox.Session) -> None:
     """Run every example once."""
     session.install("-e", EXTRAS, *_group("test"))
     session.run("pytest", "tests/test_examples.py", *session.posargs)
+
+
+@nox.session(default=False)
+def proto(session: nox.Session) -> None:
+    """Regenerate lro_async/demo's modules and stubs from demo.proto.
+
+    grpcio-tools 1.71 makes gencode for protobuf 5.29+, so lro_async keeps working with
+    protobuf 5, 6 and 7 runtimes; newer tools would raise that floor.
+    """
+    session.install("grpcio-tools==1.71.*", "mypy-protobuf==3.6.*", "googleapis-common-protos")
+    site = session.run(
+        "python",
+        "-c",
+        "import google.longrunning, os; print(os.path.dirname(google.longrunning.__path__[0]))",
+        silent=True,
+    )
+    assert isinstance(site, str)
+    google = site.strip().splitlines()[-1]
+    include = session.create_tmp()
+    # googleapis-common-protos ships google/longrunning/operations.proto as operations_proto.proto
+    # (its descriptor is still registered as operations.proto): give protoc the canonical path.
+    session.run(
+        "python",
+        "-c",
+        "import os, shutil, sys; d = os.path.join(sys.argv[2], 'google', 'longrunning');"
+        "os.makedirs(d, exist_ok=True);"
+        "shutil.copy(os.path.join(sys.argv[1], 'longrunning', 'operations_proto.proto'),"
+        " os.path.join(d, 'operations.proto'))",
+        google,
+        include,
+    )
+    session.run(
+        "python",
+        "-m",
+        "grpc_tools.protoc",
+        f"--proto_path={include}",
+        f"--proto_path={os.path.dirname(google)}",
+        "--proto_path=.",
+        "--python_out=.",
+        "--grpc_python_out=.",
+        "--mypy_out=.",
+        "--mypy_grpc_out=.",
+        "lro_async/demo/demo.proto",
+    )

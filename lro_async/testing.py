@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 
@@ -21,10 +23,42 @@ from .backoff import Backoff
 from .server.manager import OperationManager
 from .server.servicer import AsyncOperationsServicer, server_options
 
-__all__ = ["INSTANT", "Served", "serve"]
+__all__ = ["INSTANT", "RpcCounter", "Served", "serve"]
 
 INSTANT = Backoff.instant()
 """A backoff that never sleeps, for tests of polling and retries."""
+
+
+class RpcCounter(grpc.aio.ServerInterceptor):
+    """A server interceptor that counts the calls a server receives, by full method name.
+
+    >>> counter = RpcCounter()
+    >>> server = grpc.aio.server(interceptors=[counter])
+    >>> counter.by_method("google.longrunning.Operations")  # e.g. {"WaitOperation": 3}
+    {}
+    """
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        self.counts[handler_call_details.method] += 1
+        return await continuation(handler_call_details)
+
+    def by_method(self, service: str) -> dict[str, int]:
+        """The counts of *service*'s methods, by short method name."""
+        prefix = f"/{service}/"
+        return {
+            method.removeprefix(prefix): count
+            for method, count in self.counts.items()
+            if method.startswith(prefix)
+        }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from .manager import OperationManager
 
-__all__ = ["ERROR_DOMAIN", "AsyncOperationsServicer", "server_options"]
+__all__ = ["ERROR_DOMAIN", "AsyncOperationsServicer", "rpc_method", "server_options"]
 
 logger = logging.getLogger("lro_async")
 
@@ -30,6 +30,7 @@ ERROR_DOMAIN = "lro-async"
 
 _MAX_DURATION_SECONDS = 315_576_000_000  # the range google.protobuf.Duration allows
 
+Service = TypeVar("Service")
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -83,13 +84,17 @@ async def _abort(context: Context, exc: Exception, rpc: str, name: str) -> NoRet
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
-def _rpc(
-    handler: Callable[[AsyncOperationsServicer, Request, Context], Coroutine[Any, Any, Reply]],
-) -> Callable[[AsyncOperationsServicer, Request, Context], Coroutine[Any, Any, Reply]]:
-    """Answer errors raised by *handler* with their status code and an ErrorInfo detail."""
+def rpc_method(
+    handler: Callable[[Service, Request, Context], Coroutine[Any, Any, Reply]],
+) -> Callable[[Service, Request, Context], Coroutine[Any, Any, Reply]]:
+    """Decorate a grpc.aio handler so lro_async errors become statuses with ErrorInfo.
+
+    :class:`~lro_async.RpcError` subclasses keep their code and message,
+    :class:`~lro_async.StoreError` becomes UNAVAILABLE, anything else INTERNAL (logged).
+    """
 
     @functools.wraps(handler)
-    async def wrapper(self: AsyncOperationsServicer, request: Request, context: Context) -> Reply:
+    async def wrapper(self: Service, request: Request, context: Context) -> Reply:
         try:
             return await handler(self, request, context)
         except Exception as exc:
@@ -134,13 +139,13 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         """Register this servicer with *server*."""
         operations_pb2_grpc.add_OperationsServicer_to_server(self, server)
 
-    @_rpc
+    @rpc_method
     async def GetOperation(
         self, request: operations_pb2.GetOperationRequest, context: Context
     ) -> operations_pb2.Operation:
         return await self.manager.get(request.name)
 
-    @_rpc
+    @rpc_method
     async def ListOperations(
         self, request: operations_pb2.ListOperationsRequest, context: Context
     ) -> operations_pb2.ListOperationsResponse:
@@ -157,21 +162,21 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         )
         return operations_pb2.ListOperationsResponse(operations=operations, next_page_token=token)
 
-    @_rpc
+    @rpc_method
     async def DeleteOperation(
         self, request: operations_pb2.DeleteOperationRequest, context: Context
     ) -> empty_pb2.Empty:
         await self.manager.delete(request.name)
         return empty_pb2.Empty()
 
-    @_rpc
+    @rpc_method
     async def CancelOperation(
         self, request: operations_pb2.CancelOperationRequest, context: Context
     ) -> empty_pb2.Empty:
         await self.manager.cancel(request.name)
         return empty_pb2.Empty()
 
-    @_rpc
+    @rpc_method
     async def WaitOperation(
         self, request: operations_pb2.WaitOperationRequest, context: Context
     ) -> operations_pb2.Operation:

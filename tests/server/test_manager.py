@@ -193,3 +193,32 @@ async def test_the_longest_parent_still_lists_across_pages(
         first, token = await manager.list(longest, page_size=2)
         second, last = await manager.list(longest, page_size=2, page_token=token)
     assert len(first) == 2 and len(second) == 1 and last == ""
+
+
+async def test_drain_answers_waiters_refuses_new_work_and_lets_running_work_finish() -> None:
+    manager = lro_async.OperationManager()
+    release = asyncio.Event()
+
+    async def quick(ctx: lro_async.OperationContext) -> wrappers_pb2.StringValue:
+        await release.wait()
+        return wrappers_pb2.StringValue(value="finished during the grace period")
+
+    async def slow(ctx: lro_async.OperationContext) -> None:
+        await asyncio.sleep(60)
+
+    finishing, stuck = await manager.start(quick), await manager.start(slow)
+    waiter = asyncio.create_task(manager.wait(stuck.name, 60))
+    while manager.watched == 0:
+        await asyncio.sleep(0.005)
+    drained = asyncio.create_task(manager.drain(grace=0.5))
+    answered = await asyncio.wait_for(waiter, 0.2)
+    assert not answered.done, "waiters are answered at once with the latest state"
+    with pytest.raises(lro_async.RpcError) as caught:
+        await manager.create()
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+    release.set()
+    await drained
+    store = manager.store
+    first, second = await store.get(finishing.name), await store.get(stuck.name)
+    assert first is not None and first.operation.HasField("response")
+    assert second is not None and second.operation.error.code == 1
