@@ -24,6 +24,10 @@ from .errors import ResourceExhausted as ResourceExhausted
 from .errors import RpcError as RpcError
 from .errors import StoreError as StoreError
 from .errors import UnexpectedOperationState as UnexpectedOperationState
+from .server.auth import Access as Access
+from .server.auth import Authorizer as Authorizer
+from .server.auth import Caller as Caller
+from .server.auth import TenantPolicy as TenantPolicy
 from .server.context import OperationContext as OperationContext
 from .server.manager import OperationManager as OperationManager
 from .server.servicer import AsyncOperationsServicer as AsyncOperationsServicer
@@ -53,7 +57,11 @@ __all__ = [
     "StoreError",
     "UnexpectedOperationState",
     # server
+    "Access",
     "AsyncOperationsServicer",
+    "Authorizer",
+    "Caller",
+    "TenantPolicy",
     "OperationContext",
     "OperationManager",
     "server_options",

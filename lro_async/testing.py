@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from .backoff import Backoff
+from .server.auth import Authorizer
 from .server.manager import OperationManager
 from .server.servicer import AsyncOperationsServicer, server_options
 
@@ -77,17 +78,19 @@ async def serve(
     manager: OperationManager | None = None,
     *,
     max_wait: float = 1800.0,
+    authorize: Authorizer | None = None,
     register: Callable[[grpc.aio.Server], None] | None = None,
 ) -> AsyncIterator[Served]:
     """Serve *manager* (default: a new one on a MemoryStore) on ``127.0.0.1:0``.
 
     On exit the channel closes, the server stops and the manager closes.
 
+    :param authorize: the servicer's authorizer (None: allow everything).
     :param register: adds more services to the server before it starts.
     """
     manager = manager if manager is not None else OperationManager()
     server = grpc.aio.server(options=server_options())
-    servicer = AsyncOperationsServicer(manager, max_wait=max_wait)
+    servicer = AsyncOperationsServicer(manager, max_wait=max_wait, authorize=authorize)
     servicer.add_to_server(server)
     if register is not None:
         register(server)

@@ -28,7 +28,9 @@ from ..errors import (
 from ..protobuf import metadata_fingerprint, pack, status_of
 from ..stores.base import Lease, OperationRecord, OperationStore, Written
 from ..stores.memory import MemoryStore
+from .auth import Authorizer
 from .context import OperationContext
+from .guard import GuardedStore
 from .hub import Hub
 from .listing import PageTokens, parse_filter
 from .names import check_name, check_parent, new_name
@@ -83,6 +85,11 @@ class OperationManager:
     :param resume: with a single-process durable store: called at start for each
         operation a previous process left running; return the work to run it again, or
         None to finish it with ABORTED (the default for every such operation).
+    :param store_timeout: seconds any one store call may take before it fails with
+        :class:`StoreError` (UNAVAILABLE to clients) instead of hanging a request.
+    :param max_metadata_bytes: the largest metadata (and error status) accepted, packed.
+    :param max_response_bytes: the largest response accepted, packed; with the metadata
+        it must fit in a client's 4 MiB default message limit.
     """
 
     def __init__(
@@ -93,17 +100,23 @@ class OperationManager:
         page_token_key: bytes | None = None,
         lease: float = 30.0,
         resume: Callable[[operations_pb2.Operation], Work | None] | None = None,
+        store_timeout: float = 10.0,
+        max_metadata_bytes: int = 512 * 1024,
+        max_response_bytes: int = 3 * 1024 * 1024,
     ) -> None:
         if not retention > 0:
             raise ValueError(f"retention must be positive, not {retention!r}")
         if not lease > 0:
             raise ValueError(f"lease must be positive, not {lease!r}")
         self.store = store if store is not None else MemoryStore()
+        self._store = GuardedStore(self.store, store_timeout)
         self.retention = retention
         self.lease = lease
         self.replica = f"{socket.gethostname()[:40]}/{os.getpid()}/{secrets.token_hex(4)}"
         """This manager's id in leases (host/pid/random)."""
         self._resume = resume
+        self.max_metadata_bytes = max_metadata_bytes
+        self.max_response_bytes = max_response_bytes
         self._page_token_key = page_token_key
         self._page_tokens = PageTokens(page_token_key or secrets.token_bytes(32))
         self._hub = Hub()
@@ -123,8 +136,8 @@ class OperationManager:
         await asyncio.shield(self._opened)
 
     async def _open(self) -> None:
-        await self.store.open(self._on_remote_change, notify_all=self._on_lost_changes)
-        if self._page_token_key is None and (secret := await self.store.shared_secret()):
+        await self._store.open(self._on_remote_change, notify_all=self._on_lost_changes)
+        if self._page_token_key is None and (secret := await self._store.shared_secret()):
             self._page_tokens = PageTokens(secret)
         if self._shared:
             self._spawn(self._heartbeat(), "lro_async:leases")
@@ -134,12 +147,12 @@ class OperationManager:
 
     @property
     def _shared(self) -> bool:
-        return self.store.recheck_interval is not None
+        return self._store.recheck_interval is not None
 
     async def _recover(self) -> None:
         """Resume or abort what a previous process left running in a durable store."""
         after: str | None = None
-        while batch := await self.store.running(100, after):
+        while batch := await self._store.running(100, after):
             for record in batch:
                 work = self._resume(record.operation) if self._resume is not None else None
                 if work is not None:
@@ -188,7 +201,7 @@ class OperationManager:
             task.cancel()
         await asyncio.gather(*(t for _, t in tasks), *self._background, return_exceptions=True)
         self._hub.close()
-        await self.store.aclose()
+        await self._store.aclose()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -203,10 +216,17 @@ class OperationManager:
         await self.aclose()
 
     def add_to_server(
-        self, server: grpc.aio.Server, *, max_wait: float = 1800.0
+        self,
+        server: grpc.aio.Server,
+        *,
+        max_wait: float = 1800.0,
+        authorize: Authorizer | None = None,
     ) -> AsyncOperationsServicer:
-        """Serve this manager's operations from *server*; return the servicer."""
-        servicer = AsyncOperationsServicer(self, max_wait=max_wait)
+        """Serve this manager's operations from *server*; return the servicer.
+
+        :param authorize: who may do what; see :class:`AsyncOperationsServicer`.
+        """
+        servicer = AsyncOperationsServicer(self, max_wait=max_wait, authorize=authorize)
         servicer.add_to_server(server)
         return servicer
 
@@ -242,7 +262,7 @@ class OperationManager:
         self, parent: str, metadata: Message | None, *, leased: bool
     ) -> operations_pb2.Operation:
         check_parent(parent)
-        packed = pack(metadata) if metadata is not None else None
+        packed = self._metadata(metadata) if metadata is not None else None
         await self._ready()
         if self._draining:
             raise RpcError("the server is shutting down", code=grpc.StatusCode.UNAVAILABLE)
@@ -254,7 +274,7 @@ class OperationManager:
         lease = (
             Lease(self.replica, now + int(self.lease * 1e6)) if leased and self._shared else None
         )
-        await self.store.create(OperationRecord(operation, now, now), lease=lease)
+        await self._store.create(OperationRecord(operation, now, now), lease=lease)
         return operation
 
     async def start(
@@ -280,7 +300,7 @@ class OperationManager:
     async def _run(self, name: str, work: Work) -> None:
         try:
             result = await work(OperationContext(self, name))
-            response = pack(result if result is not None else empty_pb2.Empty())
+            response = self._response(result)
         except asyncio.CancelledError:
             await self._record(name, error=_cancelled("the operation was cancelled"))
             raise
@@ -308,6 +328,16 @@ class OperationManager:
         if written is None:
             logger.debug("operation %s ended after it was deleted", name)
 
+    def _metadata(self, metadata: Message) -> any_pb2.Any:
+        packed = pack(metadata)
+        _check_size(packed.ByteSize(), self.max_metadata_bytes, "metadata")
+        return packed
+
+    def _response(self, response: Message | None) -> any_pb2.Any:
+        packed = pack(response if response is not None else empty_pb2.Empty())
+        _check_size(packed.ByteSize(), self.max_response_bytes, "response")
+        return packed
+
     # -- changing ---------------------------------------------------------------------
 
     async def set_metadata(self, name: str, metadata: Message) -> bool:
@@ -317,9 +347,9 @@ class OperationManager:
         :raises OperationNotFound: if there is no such operation.
         """
         check_name(name)
-        packed = pack(metadata)
+        packed = self._metadata(metadata)
         await self._ready()
-        written = await self.store.set_metadata(name, packed, _now_us())
+        written = await self._store.set_metadata(name, packed, _now_us())
         return self._written(name, written)
 
     async def complete(self, name: str, response: Message | None = None) -> bool:
@@ -329,7 +359,7 @@ class OperationManager:
         :raises OperationNotFound: if there is no such operation.
         """
         check_name(name)
-        packed = pack(response if response is not None else empty_pb2.Empty())
+        packed = self._response(response)
         await self._ready()
         return self._written(name, await self._finish(name, response=packed))
 
@@ -352,6 +382,7 @@ class OperationManager:
             error = status_of(OperationFailed(status_code(code), message, details or ()))
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"cannot fail an operation with code {code!r}: {exc}") from exc
+        _check_size(error.ByteSize(), self.max_metadata_bytes, "error status")
         await self._ready()
         return self._written(name, await self._finish(name, error=error))
 
@@ -378,7 +409,7 @@ class OperationManager:
         """
         check_name(name)
         await self._ready()
-        if not await self.store.delete(name):
+        if not await self._store.delete(name):
             raise OperationNotFound(f"operation {name!r} not found")
         self._hub.notify(name, final=True)
 
@@ -389,7 +420,7 @@ class OperationManager:
         response: any_pb2.Any | None = None,
         error: status_pb2.Status | None = None,
     ) -> Written | None:
-        written = await self.store.finish(name, _now_us(), response=response, error=error)
+        written = await self._store.finish(name, _now_us(), response=response, error=error)
         if written is not None and written.applied:
             self._hub.notify(name, final=True)
         return written
@@ -412,7 +443,7 @@ class OperationManager:
             self._spawn(self._cancel_finished_tasks(), "lro_async:check-all")
 
     async def _cancel_if_done(self, name: str) -> None:
-        record = await self.store.get(name)
+        record = await self._store.get(name)
         task = self._tasks.get(name)
         if task is not None and (record is None or record.done):
             task.cancel()
@@ -426,10 +457,10 @@ class OperationManager:
         while True:
             try:
                 now = _now_us()
-                renewed = await self.store.renew(self.replica, now + int(self.lease * 1e6))
+                renewed = await self._store.renew(self.replica, now + int(self.lease * 1e6))
                 if renewed < len(self._tasks):  # some were finished elsewhere, unannounced
                     await self._cancel_finished_tasks()
-                while expired := await self.store.expired_leases(now, _EXPIRE_BATCH):
+                while expired := await self._store.expired_leases(now, _EXPIRE_BATCH):
                     for record in expired:
                         await self._finish(record.name, error=_aborted(_REPLICA_GONE))
                     if len(expired) < _EXPIRE_BATCH:
@@ -448,7 +479,7 @@ class OperationManager:
         """
         check_name(name)
         await self._ready()
-        return self._visible(name, await self.store.get(name)).operation
+        return self._visible(name, await self._store.get(name)).operation
 
     def _visible(self, name: str, record: OperationRecord | None) -> OperationRecord:
         if record is None or self._expired(record):
@@ -480,13 +511,13 @@ class OperationManager:
         await self._ready()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        recheck = self.store.recheck_interval
+        recheck = self._store.recheck_interval
         with self._hub.watch(name) as watch:
             while True:
                 # A shared store announces other replicas' changes without saying what
                 # changed, so its waiters wake on any change and re-read.
                 event = watch.final if progress is None and recheck is None else watch.changed()
-                record = self._visible(name, await self.store.get(name))
+                record = self._visible(name, await self._store.get(name))
                 operation = record.operation
                 if operation.done or self._hub.closed:
                     return operation
@@ -535,7 +566,7 @@ class OperationManager:
             else None
         )
         await self._ready()
-        records = await self.store.list(parent, filter=parsed, after=after, limit=limit + 1)
+        records = await self._store.list(parent, filter=parsed, after=after, limit=limit + 1)
         more = len(records) > limit
         records = records[:limit]
         token = (
@@ -567,11 +598,16 @@ class OperationManager:
         cutoff = _now_us() - int(self.retention * 1e6)
         total = 0
         while True:
-            deleted = await self.store.expire(cutoff, _EXPIRE_BATCH)
+            deleted = await self._store.expire(cutoff, _EXPIRE_BATCH)
             total += deleted
             if deleted < _EXPIRE_BATCH:
                 return total
             await asyncio.sleep(0)  # let requests in between batches
+
+
+def _check_size(size: int, limit: int, what: str) -> None:
+    if size > limit:
+        raise InvalidArgument(f"the {what} is {size} bytes packed; the limit is {limit}")
 
 
 def _cancelled(message: str) -> status_pb2.Status:

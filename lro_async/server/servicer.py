@@ -12,9 +12,23 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from ..errors import InvalidArgument, RpcError, StoreError, code_number
-from ..protobuf import WAIT_MODE_HEADER, duration_seconds, pack, parse_progress_header
-from .names import list_parent
+from ..errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    RpcError,
+    StoreError,
+    code_number,
+)
+from ..protobuf import (
+    WAIT_MODE_HEADER,
+    duration_seconds,
+    pack,
+    parse_progress_header,
+    seconds_duration,
+)
+from .auth import Access, Authorizer, Rpc, caller_of, is_allowed
+from .names import check_name, list_parent
 
 if TYPE_CHECKING:
     from google.protobuf import duration_pb2
@@ -77,7 +91,8 @@ async def _abort(context: Context, exc: Exception, rpc: str, name: str) -> NoRet
     info = error_details_pb2.ErrorInfo(reason=_reason(code, exc), domain=ERROR_DOMAIN)
     if name:
         info.metadata["name"] = name[:256]
-    status = status_pb2.Status(code=code_number(code), message=message, details=[pack(info)])
+    details = [pack(info), *(exc.details if isinstance(exc, RpcError) else ())]
+    status = status_pb2.Status(code=code_number(code), message=message, details=details)
     await context.abort(
         code, message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
     )
@@ -122,18 +137,34 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         request asks; the caller then gets the operation with done=false and asks again.
     :param deadline_margin: how long before the call's deadline a WaitOperation answers,
         so that the answer arrives as OK rather than DEADLINE_EXCEEDED.
+    :param authorize: decides who may do what (see :mod:`lro_async.server.auth`); asked
+        before anything is looked up. None allows everything.
+    :param max_waits: most WaitOperation calls held open at once; past it a call gets
+        RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` hint instead of more memory.
     """
 
     def __init__(
-        self, manager: OperationManager, *, max_wait: float = 1800.0, deadline_margin: float = 0.2
+        self,
+        manager: OperationManager,
+        *,
+        max_wait: float = 1800.0,
+        deadline_margin: float = 0.2,
+        authorize: Authorizer | None = None,
+        max_waits: int = 200_000,
     ) -> None:
         if not max_wait > 0:
             raise ValueError(f"max_wait must be positive, not {max_wait!r}")
         if not deadline_margin >= 0:
             raise ValueError(f"deadline_margin must not be negative, not {deadline_margin!r}")
+        if max_waits < 1:
+            raise ValueError(f"max_waits must be at least 1, not {max_waits!r}")
         self.manager = manager
         self.max_wait = max_wait
         self.deadline_margin = deadline_margin
+        self.authorize = authorize
+        self.max_waits = max_waits
+        self.waiting = 0
+        """WaitOperation calls open now."""
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register this servicer with *server*."""
@@ -143,6 +174,7 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def GetOperation(
         self, request: operations_pb2.GetOperationRequest, context: Context
     ) -> operations_pb2.Operation:
+        await self._allow("GetOperation", check_name(request.name), context)
         return await self.manager.get(request.name)
 
     @rpc_method
@@ -154,8 +186,10 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
                 "return_partial_success is not supported: every listing is complete",
                 code=grpc.StatusCode.UNIMPLEMENTED,
             )
+        parent = list_parent(request.name)
+        await self._allow("ListOperations", _listed(parent), context)
         operations, token = await self.manager.list(
-            list_parent(request.name),
+            parent,
             filter=request.filter,
             page_size=request.page_size,
             page_token=request.page_token,
@@ -166,6 +200,7 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def DeleteOperation(
         self, request: operations_pb2.DeleteOperationRequest, context: Context
     ) -> empty_pb2.Empty:
+        await self._allow("DeleteOperation", check_name(request.name), context)
         await self.manager.delete(request.name)
         return empty_pb2.Empty()
 
@@ -173,6 +208,7 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def CancelOperation(
         self, request: operations_pb2.CancelOperationRequest, context: Context
     ) -> empty_pb2.Empty:
+        await self._allow("CancelOperation", check_name(request.name), context)
         await self.manager.cancel(request.name)
         return empty_pb2.Empty()
 
@@ -180,13 +216,42 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def WaitOperation(
         self, request: operations_pb2.WaitOperationRequest, context: Context
     ) -> operations_pb2.Operation:
+        await self._allow("WaitOperation", check_name(request.name), context)
         bound = self.max_wait
         if request.HasField("timeout"):
             bound = min(bound, _timeout_seconds(request.timeout))
         remaining = context.time_remaining()
         if remaining is not None:
             bound = max(0.0, min(bound, remaining - self.deadline_margin))
-        return await self.manager.wait(request.name, bound, progress=_progress(context))
+        if self.waiting >= self.max_waits:
+            raise ResourceExhausted(
+                f"this server holds {self.max_waits} WaitOperation calls already; retry later",
+                details=[pack(error_details_pb2.RetryInfo(retry_delay=seconds_duration(1.0)))],
+            )
+        self.waiting += 1
+        try:
+            return await self.manager.wait(request.name, bound, progress=_progress(context))
+        finally:
+            self.waiting -= 1
+
+    async def _allow(self, rpc: Rpc, resource: str, context: Context) -> None:
+        if self.authorize is None:
+            return
+        access = Access(rpc, resource, caller_of(context))
+        try:
+            allowed = await is_allowed(self.authorize, access)
+        except Exception:
+            logger.exception("the authorizer failed on %s(%r); denying", rpc, resource)
+            allowed = False
+        if not allowed:
+            raise PermissionDenied(f"permission denied: {rpc} on {resource!r}")
+
+
+def _listed(parent: str | None) -> str:
+    """The resource ListOperations reads: ``""`` for everything, else the parent."""
+    if parent is None:
+        return ""
+    return parent or "operations"
 
 
 def _timeout_seconds(timeout: duration_pb2.Duration) -> float:

@@ -222,3 +222,27 @@ async def test_drain_answers_waiters_refuses_new_work_and_lets_running_work_fini
     first, second = await store.get(finishing.name), await store.get(stuck.name)
     assert first is not None and first.operation.HasField("response")
     assert second is not None and second.operation.error.code == 1
+
+
+async def test_oversized_metadata_and_responses_are_refused_and_change_nothing() -> None:
+    big = wrappers_pb2.BytesValue(value=b"x" * 2048)
+    async with lro_async.OperationManager(
+        max_metadata_bytes=1024, max_response_bytes=1024
+    ) as manager:
+        with pytest.raises(lro_async.InvalidArgument, match="metadata is 2[0-9]+ bytes"):
+            await manager.create(metadata=big)
+        op = await manager.create()
+        with pytest.raises(lro_async.InvalidArgument, match="limit is 1024"):
+            await manager.set_metadata(op.name, big)
+        with pytest.raises(lro_async.InvalidArgument, match="response"):
+            await manager.complete(op.name, big)
+        with pytest.raises(lro_async.InvalidArgument, match="error status"):
+            await manager.fail(op.name, 13, "x" * 2048)
+        assert await manager.get(op.name) == op
+
+        async def work(ctx: lro_async.OperationContext) -> wrappers_pb2.BytesValue:
+            return big
+
+        done = await manager.wait((await manager.start(work)).name, 5)
+        assert done.error.code == grpc.StatusCode.INTERNAL.value[0]
+        assert (await manager.list())[0][0].name == op.name
