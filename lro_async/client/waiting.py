@@ -350,6 +350,11 @@ class Waiter:
         except RpcError as exc:
             if exc.code is grpc.StatusCode.UNIMPLEMENTED:
                 verdict = False
+            elif exc.code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                # It held a call that asked for no wait until the deadline: the server has
+                # WaitOperation (and ignores its timeout). Let every waiter long-poll rather
+                # than queue behind one probe after another.
+                verdict = True
             raise
         finally:
             self._owner.end_probe(verdict)

@@ -85,8 +85,9 @@ class OperationManager:
     :param resume: with a single-process durable store: called at start for each
         operation a previous process left running; return the work to run it again, or
         None to finish it with ABORTED (the default for every such operation).
-    :param store_timeout: seconds any one store call may take before it fails with
-        :class:`StoreError` (UNAVAILABLE to clients) instead of hanging a request.
+    :param store_timeout: seconds any one call of a store that may stall (see
+        ``OperationStore.may_stall``) may take before it fails with :class:`StoreError`
+        (UNAVAILABLE to clients) instead of hanging a request.
     :param max_metadata_bytes: the largest metadata (and error status) accepted, packed.
     :param max_response_bytes: the largest response accepted, packed; with the metadata
         it must fit in a client's 4 MiB default message limit.
@@ -109,7 +110,9 @@ class OperationManager:
         if not lease > 0:
             raise ValueError(f"lease must be positive, not {lease!r}")
         self.store = store if store is not None else MemoryStore()
-        self._store = GuardedStore(self.store, store_timeout)
+        self._store = (
+            GuardedStore(self.store, store_timeout) if self.store.may_stall else self.store
+        )
         self.retention = retention
         self.lease = lease
         self.replica = f"{socket.gethostname()[:40]}/{os.getpid()}/{secrets.token_hex(4)}"

@@ -142,6 +142,11 @@ class OperationStore(abc.ABC):
     #: ``None`` when every change is notified locally (the store is not shared).
     recheck_interval: float | None = None
 
+    #: Whether a call can suspend on I/O, so that the manager bounds each one with its
+    #: ``store_timeout``. A store whose methods never await anything (``MemoryStore``)
+    #: sets it False and saves a timer per call; a subclass that adds I/O sets it back.
+    may_stall: bool = True
+
     async def open(  # noqa: B027 - optional hook
         self,
         notify: Callable[[str], None] | None = None,

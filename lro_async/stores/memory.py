@@ -49,6 +49,8 @@ class MemoryStore(OperationStore):
     False
     """
 
+    may_stall = False  # no method awaits anything: no timeout needed around its calls
+
     def __init__(self) -> None:
         self._records: dict[str, OperationRecord] = {}
         self._order: list[PageKey] = []  # every record's page key, sorted

@@ -26,7 +26,7 @@ from lro_async.protobuf import duration_seconds
 _SERVICE = "google.longrunning.Operations"
 _CANCELLED = grpc.StatusCode.CANCELLED.value[0]
 
-WaitMode = Literal["unimplemented", "long-poll", "immediate"]
+WaitMode = Literal["unimplemented", "long-poll", "immediate", "hold"]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -192,6 +192,8 @@ class OperationsTestServer:
             return operation
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        if self.wait_mode == "hold":  # ignores the requested timeout: holds until done
+            deadline = None
         while not operation.done:
             change = self._changes.setdefault(request.name, asyncio.Event())
             try:

@@ -112,3 +112,31 @@ async def test_short_rpcs_wait_for_a_slot() -> None:
 
     await asyncio.gather(*(rpc() for _ in range(10)))
     assert most == 2
+
+
+async def test_a_server_that_holds_waits_past_their_timeout_blocks_no_other_waiter() -> None:
+    """The first wait of a client asks for no wait at all, to learn whether the server
+    long-polls. A server that holds it anyway (until the deadline) has WaitOperation: the
+    other waiters must go ahead rather than queue behind probe after probe."""
+    server = OperationsTestServer(wait="hold")
+    await server.start()
+    try:
+        async with (
+            grpc.aio.insecure_channel(server.target) as channel,
+            AsyncOperationsClient(
+                channel, policy=dataclasses.replace(FAST, deadline_margin=0.3)
+            ) as client,
+        ):
+            stuck = [server.create() for _ in range(20)]  # never finish
+            waits = [asyncio.create_task(client.operation(n).result()) for n in stuck]
+            await asyncio.sleep(0.05)  # one of them is probing now
+            finished = server.create()
+            server.complete(finished, empty_pb2.Empty())
+            started = time.monotonic()
+            await client.operation(finished).result(timeout=5)
+            assert time.monotonic() - started < 1.0
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+    finally:
+        await server.stop()

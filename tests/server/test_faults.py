@@ -20,6 +20,8 @@ from .rpc import rpc_fails
 class FlakyStore(MemoryStore):
     """A MemoryStore whose reads can be made to raise or to hang."""
 
+    may_stall = True
+
     def __init__(self) -> None:
         super().__init__()
         self.mode: Literal["ok", "raise", "stall"] = "ok"
@@ -58,6 +60,8 @@ async def test_work_whose_end_cannot_be_recorded_is_logged_not_lost_silently(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     class RefusingStore(MemoryStore):
+        may_stall = True
+
         async def finish(self, *args: object, **kwargs: object) -> None:
             raise OSError("disk full")
 
