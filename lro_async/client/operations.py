@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 
@@ -42,6 +42,8 @@ class AsyncOperationsClient:
     :param policy: how operations are waited for (long polls, polling, retries, pacing).
     """
 
+    _close_transport: Callable[[], Awaitable[None]] | None = None  # set by from_url
+
     def __init__(
         self,
         channel: grpc.aio.Channel | OperationsTransport,
@@ -54,6 +56,40 @@ class AsyncOperationsClient:
         self._metadata = tuple(metadata)
         self._policy = policy or WaitPolicy()
         self._waiters = Waiters(transport, self._metadata, self._policy)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        headers: Mapping[str, str] | Metadata = (),
+        prefix: str = "/v1",
+        policy: WaitPolicy | None = None,
+    ) -> Self:
+        """A client of an HTTP/JSON Operations server, e.g. ``lro_async.http.asgi_app``.
+
+        Needs the ``http`` extra (httpx). Operations behave exactly as over gRPC: the
+        ``:wait`` long poll where the server has it, polling GetOperation where not. The
+        client owns its HTTP connections: :meth:`aclose` closes them.
+
+        Example::
+
+            async with AsyncOperationsClient.from_url("http://127.0.0.1:8080") as client:
+                resp = await client.operation(name, result_type=Resp)
+
+        :param url: the server's base URL (``http://`` or ``https://``).
+        :param headers: sent with every request (e.g. ``{"authorization": "Bearer ..."}``);
+            per-call ``metadata`` is sent as headers too.
+        :param prefix: the path in front of every route.
+        :param policy: as for the constructor.
+        """
+        from .http import HttpTransport
+
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        transport = HttpTransport(url, prefix=prefix)
+        client = cls(transport, metadata=[(k.lower(), v) for k, v in pairs], policy=policy)
+        client._close_transport = transport.aclose
+        return client
 
     @property
     def policy(self) -> WaitPolicy:
@@ -73,9 +109,13 @@ class AsyncOperationsClient:
     async def aclose(self) -> None:
         """End every wait still running (with a CANCELLED :class:`RpcError`) and its task.
 
-        Remote operations are not cancelled; the channel is left open.
+        Remote operations are not cancelled; the channel is left open (the HTTP
+        connections of a client made by :meth:`from_url` are closed).
         """
         await self._waiters.aclose()
+        if self._close_transport is not None:
+            close, self._close_transport = self._close_transport, None
+            await close()
 
     # -- AsyncOperations ----------------------------------------------------------------
 

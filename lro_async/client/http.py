@@ -1,0 +1,290 @@
+"""HttpTransport: the Operations RPCs over HTTP/JSON, with httpx (the ``http`` extra).
+
+It speaks the routes of :mod:`lro_async.http` (and of google-api-core's REST operations
+transport), so the waiting logic above the seam is the same as over gRPC:
+
+- ``wait`` posts ``{name}:wait``, an lro_async extension; a 404 (other than lro_async's
+  own "operation not found"), 405 or 501 answer means the server has no such route and
+  becomes UNIMPLEMENTED, so the waiter remembers it and polls GetOperation instead;
+- error bodies become the :class:`~lro_async.RpcError` of their ``status`` (else of the
+  HTTP status: 429 RESOURCE_EXHAUSTED, 502/503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, all
+  retried by the waiter); connection failures are UNAVAILABLE and timeouts
+  DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import json
+import ssl
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import grpc
+from google.longrunning import operations_pb2
+from google.rpc import error_details_pb2
+
+from ..errors import RpcError
+
+try:
+    import httpx
+except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed in tests
+    raise ImportError("HTTP clients need the http extra: pip install 'lro-async[http]'") from exc
+
+from ..http.parsing import SERVER_TIMEOUT_HEADER
+from ..http.wire import (
+    Json,
+    error_from_body,
+    list_response_from_json,
+    operation_from_json,
+)
+from ..protobuf import seconds_duration
+from ..server.servicer import ERROR_DOMAIN
+from .transport import Metadata
+
+__all__ = ["Clients", "HttpTransport", "map_http_errors"]
+
+T = TypeVar("T")
+
+# What a path segment holds as it is (RFC 3986 pchar); anything else is percent-encoded.
+_SAFE = "/:@+~!$&'()*,;="
+_NO_ROUTE = frozenset({404, 405, 501})
+
+
+@contextlib.contextmanager
+def map_http_errors() -> Iterator[None]:
+    """Turn httpx's errors raised inside the block into :class:`RpcError`.
+
+    Timeouts are DEADLINE_EXCEEDED, failed connections UNAVAILABLE (both retried by the
+    waiter).
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise RpcError(
+            f"deadline exceeded: {exc!r}", code=grpc.StatusCode.DEADLINE_EXCEEDED
+        ) from exc
+    except httpx.TransportError as exc:
+        raise RpcError(
+            f"the server is unreachable: {exc!r}", code=grpc.StatusCode.UNAVAILABLE
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise RpcError(f"the HTTP exchange failed: {exc!r}", code=grpc.StatusCode.UNKNOWN) from exc
+
+
+class HttpTransport:
+    """:class:`~lro_async.client.transport.OperationsTransport` over HTTP/JSON.
+
+    Usually made by :meth:`AsyncOperationsClient.from_url`, which closes it.
+
+    :param url: the server's base URL, e.g. ``http://127.0.0.1:8080``.
+    :param prefix: the path in front of every route.
+    :param client: an ``httpx.AsyncClient`` to send every request with (not closed by
+        :meth:`aclose`); default: as many of its own as it takes, see :class:`Clients`.
+    """
+
+    def __init__(
+        self, url: str, *, prefix: str = "/v1", client: httpx.AsyncClient | None = None
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"expected an http:// or https:// URL, not {url!r}")
+        prefix = prefix.strip("/")
+        self._base = url.rstrip("/") + (f"/{prefix}" if prefix else "")
+        self._clients = Clients(tls=parts.scheme == "https", given=client)
+
+    async def aclose(self) -> None:
+        """Close the httpx clients this transport made."""
+        await self._clients.aclose()
+
+    async def get(
+        self, name: str, *, timeout: float | None, metadata: Metadata
+    ) -> operations_pb2.Operation:
+        response = await self._send("GET", _path(name), timeout, metadata)
+        return _read(response, operation_from_json)
+
+    async def wait(
+        self, name: str, wait: float | None, *, timeout: float | None, metadata: Metadata
+    ) -> operations_pb2.Operation:
+        body: Json = {}
+        if wait is not None:
+            body["timeout"] = seconds_duration(max(wait, 0.0)).ToJsonString()
+        extra = () if timeout is None else ((SERVER_TIMEOUT_HEADER, f"{timeout:.3f}"),)
+        response = await self._send(
+            "POST", _path(name) + ":wait", timeout, (*metadata, *extra), body=body, no_route=True
+        )
+        return _read(response, operation_from_json)
+
+    async def cancel(self, name: str, *, timeout: float | None, metadata: Metadata) -> None:
+        await self._send("POST", _path(name) + ":cancel", timeout, metadata, body={})
+
+    async def delete(self, name: str, *, timeout: float | None, metadata: Metadata) -> None:
+        await self._send("DELETE", _path(name), timeout, metadata)
+
+    async def list(
+        self,
+        parent: str,
+        *,
+        filter: str,
+        page_size: int,
+        page_token: str,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> operations_pb2.ListOperationsResponse:
+        # ListOperations' name "" (every operation) has no path of its own: AIP-159's "-".
+        path = f"{_path(parent) if parent else '-'}/operations"
+        params: dict[str, str | int] = {}
+        if filter:
+            params["filter"] = filter
+        if page_size:
+            params["pageSize"] = page_size
+        if page_token:
+            params["pageToken"] = page_token
+        response = await self._send("GET", path, timeout, metadata, params=params)
+        return _read(response, list_response_from_json)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        timeout: float | None,
+        metadata: Metadata,
+        *,
+        body: Json | None = None,
+        params: dict[str, str | int] | None = None,
+        no_route: bool = False,
+    ) -> httpx.Response:
+        with map_http_errors(), self._clients.lease() as client:
+            response = await client.request(
+                method,
+                f"{self._base}/{path}",
+                headers=_headers(metadata),
+                params=params,
+                content=None if body is None else json.dumps(body).encode(),
+                timeout=httpx.Timeout(timeout),
+            )
+        if response.is_success:
+            return response
+        error = error_from_body(response.status_code, response.content)
+        if no_route and response.status_code in _NO_ROUTE and not _missing_operation(error):
+            raise RpcError(
+                f"the server has no {method} .../{path.rpartition('/')[2][:60]} "
+                f"(HTTP {response.status_code}): {error.message[:200]}",
+                code=grpc.StatusCode.UNIMPLEMENTED,
+            ) from error
+        raise error
+
+
+class Clients:
+    """httpx clients of at most *size* connections each, made as they are needed.
+
+    Over HTTP/1.1 each open long poll holds a connection, so a client awaiting thousands
+    of operations holds thousands of connections; but httpcore's pool does work
+    proportional to (connections x queued requests) on every request and every response,
+    which at 1,000 connections costs seconds. Small pools keep that work constant.
+
+    :param size: connections per client.
+    :param tls: whether the server is ``https://`` (else no certificates are loaded).
+    :param given: use only this client, never closed here.
+    """
+
+    def __init__(
+        self, size: int = 16, *, tls: bool = True, given: httpx.AsyncClient | None = None
+    ) -> None:
+        self._size = size
+        self._tls = tls
+        self._owned = given is None
+        self._clients: list[httpx.AsyncClient] = [] if given is None else [given]
+        self._busy: list[int] = [0] * len(self._clients)  # requests in flight, per client
+        self._closed = False
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[httpx.AsyncClient]:
+        """The client to send one request with: the first one with a free connection.
+
+        :raises RpcError: CANCELLED once closed, also for a request cut off by closing.
+        """
+        if self._closed:
+            raise _closed()
+        index = 0
+        if self._owned:
+            index = next((i for i, n in enumerate(self._busy) if n < self._size), -1)
+            if index < 0:
+                self._clients.append(self._new())
+                self._busy.append(0)
+                index = len(self._clients) - 1
+        client = self._clients[index]
+        self._busy[index] += 1
+        try:
+            yield client
+        except (httpx.HTTPError, RuntimeError) as exc:
+            # Closed under the request, or (a given client) closed already by its owner.
+            if self._closed or client.is_closed:
+                raise _closed() from exc
+            raise
+        finally:
+            self._busy[index] -= 1
+
+    def _new(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            # Loading the CA certificates takes 50 ms: once per process, and not for http://.
+            verify=_ssl_context() if self._tls else False,
+            limits=httpx.Limits(
+                max_connections=self._size,
+                max_keepalive_connections=self._size,
+                keepalive_expiry=4.0,  # below uvicorn's 5 s, so the client closes first
+            ),
+        )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._owned:
+            for client in self._clients:
+                await client.aclose()
+
+
+def _closed() -> RpcError:
+    return RpcError("the HTTP client is closed", code=grpc.StatusCode.CANCELLED)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+def _path(name: str) -> str:
+    # Dot segments would be removed by URL normalisation on the way: escape them.
+    return "/".join(
+        "%2E" * len(segment) if segment in (".", "..") else urllib.parse.quote(segment, _SAFE)
+        for segment in name.split("/")
+    )
+
+
+def _headers(metadata: Metadata) -> list[tuple[str, str]]:
+    return [
+        (key, value if isinstance(value, str) else base64.b64encode(value).decode("ascii"))
+        for key, value in metadata
+    ]
+
+
+def _read(response: httpx.Response, parse: Callable[[object], T]) -> T:
+    try:
+        return parse(json.loads(response.content))
+    except (ValueError, RecursionError) as exc:
+        raise RpcError(
+            f"the server's answer cannot be read: {exc}"[:300], code=grpc.StatusCode.INTERNAL
+        ) from exc
+
+
+def _missing_operation(error: RpcError) -> bool:
+    """Whether *error* is lro_async's server saying the operation does not exist."""
+    if error.code is not grpc.StatusCode.NOT_FOUND:
+        return False
+    for detail in error.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.domain == ERROR_DOMAIN and info.reason == "OPERATION_NOT_FOUND"
+    return False

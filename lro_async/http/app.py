@@ -1,0 +1,449 @@
+"""OperationsApp: ``google.longrunning.Operations`` over HTTP/JSON, as a plain ASGI app.
+
+Routes (below a prefix, ``/v1`` by default), as in ``google/longrunning/operations.proto``
+and google-api-core's REST operations transport:
+
+==========================================  ===============================================
+``GET    {name=**/operations/*}``            GetOperation (also ``operations/**``)
+``GET    {name=**}/operations``              ListOperations; ``filter``, ``pageSize``,
+                                             ``pageToken`` (or ``page_size``, ``page_token``)
+``GET    operations``                        ListOperations of the top-level operations
+``GET    -/operations``                      ListOperations of every operation (AIP-159)
+``POST   {name=**/operations/*}:cancel``     CancelOperation
+``DELETE {name=**/operations/*}``            DeleteOperation
+``POST   {name=**/operations/*}:wait``       WaitOperation, body ``{"timeout": "30s"}``
+==========================================  ===============================================
+
+``:wait`` is an lro_async extension: Operations has no HTTP rule for WaitOperation. It is
+held like the gRPC call: until the operation is done, the timeout passes, the server cap
+(``max_wait``) passes, or the ``X-Server-Timeout`` header's seconds (less a margin) pass.
+The ``lro-async-wait-mode: progress`` header works as over gRPC.
+
+Errors are Google's JSON error body with the AIP-193 status of their code, carrying
+``google.rpc.ErrorInfo`` as over gRPC; two HTTP-only refusals keep their own status: 405
+(UNIMPLEMENTED: no such method on the path) and 413 (INVALID_ARGUMENT: the body is larger
+than ``max_body_bytes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.longrunning import operations_pb2
+from google.rpc import error_details_pb2
+
+from ..errors import PermissionDenied, ResourceExhausted, RpcError, StoreError
+from ..protobuf import WAIT_MODE_HEADER, pack, parse_progress_header, seconds_duration
+from ..server.auth import Access, Authorizer, Caller, Rpc, is_allowed
+from ..server.names import check_name, list_parent
+
+# The gRPC servicer's own rules, so that both transports answer alike.
+from ..server.servicer import ERROR_DOMAIN, _listed, _reason, _timeout_seconds
+from .parsing import (
+    Scope,
+    caller_of_scope,
+    header,
+    list_parameters,
+    no_parameters,
+    parse_body,
+    query_of,
+    server_timeout,
+)
+from .wire import (
+    JSON_CONTENT_TYPE,
+    Json,
+    dumps,
+    error_body,
+    list_response_to_json,
+    operation_to_json,
+)
+
+if TYPE_CHECKING:
+    from ..server.manager import OperationManager
+
+__all__ = [
+    "ASGIApp",
+    "OperationsApp",
+    "Receive",
+    "Scope",
+    "Send",
+    "asgi_app",
+]
+
+logger = logging.getLogger("lro_async")
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_METHODS = "GET, POST, DELETE"
+
+
+class _Refused(RpcError):
+    """A request refused before it reaches the manager: no route, no method, too large."""
+
+    def __init__(
+        self, message: str, *, code: grpc.StatusCode, reason: str, http_status: int | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.reason = reason
+        self.http_status = http_status
+
+
+class _ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Request:
+    rpc: Rpc
+    name: str  # the operation's name; for ListOperations the request's ``name``
+    query: list[tuple[str, str]]
+    caller: Caller
+
+
+class OperationsApp:
+    """The ``google.longrunning.Operations`` service over HTTP/JSON, as an ASGI app.
+
+    Serves the same :class:`~lro_async.OperationManager` as the gRPC servicer, with the
+    same answers (DESIGN.md section 3), the same authorization hook (the :class:`Caller`
+    has the request headers as ``metadata`` and ``transport="http"``) and the same
+    per-operation events behind ``:wait``. No framework: any ASGI server runs it.
+
+    >>> import lro_async, lro_async.http
+    >>> manager = lro_async.OperationManager()
+    >>> app = lro_async.http.asgi_app(manager)     # e.g. uvicorn.run(app, port=8080)
+
+    :param manager: the operations to serve (not owned: close it yourself).
+    :param prefix: the path every route starts with; ``""`` for none.
+    :param authorize: who may do what (see :mod:`lro_async.server.auth`); None allows all.
+    :param wait: serve the ``:wait`` long poll; without it ``:wait`` answers 501, and
+        clients poll GetOperation instead.
+    :param max_wait: the longest a ``:wait`` is held, in seconds, whatever it asks.
+    :param deadline_margin: how long before the ``X-Server-Timeout`` deadline a ``:wait``
+        answers.
+    :param max_waits: most ``:wait`` requests held at once; past it 429 RESOURCE_EXHAUSTED.
+    :param max_body_bytes: the largest request body accepted; past it 413.
+    """
+
+    def __init__(
+        self,
+        manager: OperationManager,
+        *,
+        prefix: str = "/v1",
+        authorize: Authorizer | None = None,
+        wait: bool = True,
+        max_wait: float = 1800.0,
+        deadline_margin: float = 0.2,
+        max_waits: int = 200_000,
+        max_body_bytes: int = 64 * 1024,
+    ) -> None:
+        prefix = prefix.rstrip("/")
+        if prefix and not prefix.startswith("/"):
+            raise ValueError(f"prefix must start with '/', not {prefix!r}")
+        if not (max_wait > 0 and math.isfinite(max_wait)):
+            raise ValueError(f"max_wait must be positive, not {max_wait!r}")
+        if not deadline_margin >= 0:
+            raise ValueError(f"deadline_margin must not be negative, not {deadline_margin!r}")
+        if max_waits < 1 or max_body_bytes < 1:
+            raise ValueError("max_waits and max_body_bytes must be at least 1")
+        self.manager = manager
+        self.prefix = prefix
+        self.authorize = authorize
+        self.wait = wait
+        self.max_wait = max_wait
+        self.deadline_margin = deadline_margin
+        self.max_waits = max_waits
+        self.max_body_bytes = max_body_bytes
+        self.waiting = 0
+        """``:wait`` requests held now."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        else:  # websocket: refuse the handshake
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1003})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = ""
+        headers: list[tuple[bytes, bytes]] = []
+        try:
+            request = self._route(scope)
+            name = request.name
+            body = await self._body(scope, receive) if scope["method"] == "POST" else b""
+            status, payload = 200, await self._serve(request, body, receive)
+        except _ClientGone:
+            return
+        except Exception as exc:
+            status, payload = _error(exc, name)
+            if status == 405:
+                headers.append((b"allow", _METHODS.encode()))
+        await _respond(send, status, payload, headers)
+
+    # -- reading the request ------------------------------------------------------------
+
+    def _route(self, scope: Scope) -> _Request:
+        path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        method: str = scope["method"]
+        if not path.startswith(self.prefix + "/"):
+            raise _no_route(method, path)
+        path = path[len(self.prefix) + 1 :]
+        rpc: Rpc
+        if method == "GET":
+            if path == "operations":
+                rpc, name = "ListOperations", "operations"
+            elif path.endswith("/operations"):
+                rpc, name = "ListOperations", path.removesuffix("/operations")
+                name = "" if name == "-" else name
+            else:
+                rpc, name = "GetOperation", path
+        elif method == "DELETE":
+            rpc, name = "DeleteOperation", path
+        elif method == "POST":
+            name, _, verb = path.rpartition(":")
+            if verb == "cancel":
+                rpc = "CancelOperation"
+            elif verb == "wait":
+                rpc = "WaitOperation"
+            else:
+                raise _no_route(method, path)
+        else:
+            raise _Refused(
+                f"method {method[:20]} is not allowed; use {_METHODS}",
+                code=grpc.StatusCode.UNIMPLEMENTED,
+                reason="METHOD_NOT_ALLOWED",
+                http_status=405,
+            )
+        return _Request(rpc, name, query_of(scope), caller_of_scope(scope))
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        length = header(scope, "content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_large(self) -> _Refused:
+        return _Refused(
+            f"the request body is larger than {self.max_body_bytes} bytes",
+            code=grpc.StatusCode.INVALID_ARGUMENT,
+            reason="BODY_TOO_LARGE",
+            http_status=413,
+        )
+
+    # -- answering ----------------------------------------------------------------------
+
+    async def _serve(self, request: _Request, body: bytes, receive: Receive) -> Json:
+        rpc, name = request.rpc, request.name
+        if rpc == "ListOperations":
+            return await self._list(request)
+        if rpc == "WaitOperation":
+            return await self._wait(request, body, receive)
+        no_parameters(request.query)
+        if rpc == "CancelOperation":
+            parse_body(body, operations_pb2.CancelOperationRequest(), name)
+        await self._allow(rpc, check_name(name), request.caller)
+        if rpc == "GetOperation":
+            return operation_to_json(await self.manager.get(name))
+        if rpc == "CancelOperation":
+            await self.manager.cancel(name)
+        else:
+            await self.manager.delete(name)
+        return {}
+
+    async def _list(self, request: _Request) -> Json:
+        parameters = list_parameters(request.query)
+        if parameters.return_partial_success:
+            raise RpcError(
+                "return_partial_success is not supported: every listing is complete",
+                code=grpc.StatusCode.UNIMPLEMENTED,
+            )
+        parent = list_parent(request.name)
+        await self._allow("ListOperations", _listed(parent), request.caller)
+        operations, token = await self.manager.list(
+            parent,
+            filter=parameters.filter,
+            page_size=parameters.page_size,
+            page_token=parameters.page_token,
+        )
+        response = operations_pb2.ListOperationsResponse(
+            operations=operations, next_page_token=token
+        )
+        return list_response_to_json(response)
+
+    async def _wait(self, request: _Request, body: bytes, receive: Receive) -> Json:
+        if not self.wait:
+            raise _Refused(
+                "this server does not serve ':wait'; poll GetOperation instead",
+                code=grpc.StatusCode.UNIMPLEMENTED,
+                reason="WAIT_NOT_SERVED",
+            )
+        no_parameters(request.query)
+        parsed = parse_body(body, operations_pb2.WaitOperationRequest(), request.name)
+        deadline = server_timeout(request.caller)
+        await self._allow("WaitOperation", check_name(request.name), request.caller)
+        bound = self.max_wait
+        if parsed.HasField("timeout"):
+            bound = min(bound, _timeout_seconds(parsed.timeout))
+        if deadline is not None:
+            bound = max(0.0, min(bound, deadline - self.deadline_margin))
+        if self.waiting >= self.max_waits:
+            raise ResourceExhausted(
+                f"this server holds {self.max_waits} ':wait' requests already; retry later",
+                details=[pack(error_details_pb2.RetryInfo(retry_delay=seconds_duration(1.0)))],
+            )
+        mode = request.caller.metadata.get(WAIT_MODE_HEADER)
+        progress = parse_progress_header(mode) if mode is not None else None
+        self.waiting += 1
+        try:
+            waited = self.manager.wait(request.name, bound, progress=progress)
+            return operation_to_json(await _unless_disconnected(waited, receive))
+        finally:
+            self.waiting -= 1
+
+    async def _allow(self, rpc: Rpc, resource: str, caller: Caller) -> None:
+        if self.authorize is None:
+            return
+        try:
+            allowed = await is_allowed(self.authorize, Access(rpc, resource, caller))
+        except Exception:
+            logger.exception("the authorizer failed on %s(%r); denying", rpc, resource)
+            allowed = False
+        if not allowed:
+            raise PermissionDenied(f"permission denied: {rpc} on {resource!r}")
+
+
+def asgi_app(
+    manager: OperationManager,
+    *,
+    prefix: str = "/v1",
+    authorize: Authorizer | None = None,
+    wait: bool = True,
+    max_wait: float = 1800.0,
+    deadline_margin: float = 0.2,
+    max_waits: int = 200_000,
+    max_body_bytes: int = 64 * 1024,
+) -> OperationsApp:
+    """Serve *manager*'s operations over HTTP/JSON: return an ASGI app.
+
+    See :class:`OperationsApp` for the parameters and the module docstring for the routes.
+    """
+    return OperationsApp(
+        manager,
+        prefix=prefix,
+        authorize=authorize,
+        wait=wait,
+        max_wait=max_wait,
+        deadline_margin=deadline_margin,
+        max_waits=max_waits,
+        max_body_bytes=max_body_bytes,
+    )
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _no_route(method: str, path: str) -> _Refused:
+    return _Refused(
+        f"no route for {method[:20]} {path[:100]!r}",
+        code=grpc.StatusCode.NOT_FOUND,
+        reason="NO_ROUTE",
+    )
+
+
+async def _unless_disconnected(
+    waited: Coroutine[Any, Any, operations_pb2.Operation], receive: Receive
+) -> operations_pb2.Operation:
+    """Await *waited*, or stop and raise :class:`_ClientGone` if the client leaves first.
+
+    An abandoned long poll must not hold its place (and its count) for minutes.
+    """
+    loop = asyncio.get_running_loop()
+    waiting = loop.create_task(waited, name="lro_async:http-wait")
+    watching = loop.create_task(_disconnected(receive), name="lro_async:http-disconnect")
+    try:
+        await asyncio.wait([waiting, watching], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        watching.cancel()
+        await asyncio.wait([waiting, watching])
+    if waiting.cancelled():
+        raise _ClientGone
+    return waiting.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _error(exc: Exception, name: str) -> tuple[int, Json]:
+    """The one place where an exception becomes an HTTP error response."""
+    http_status = None
+    if isinstance(exc, RpcError):
+        code, message = exc.code, exc.message
+    elif isinstance(exc, StoreError):
+        code, message = grpc.StatusCode.UNAVAILABLE, f"the operation store failed: {exc}"
+    else:
+        logger.error("an HTTP request for %r failed unexpectedly", name, exc_info=exc)
+        code, message = grpc.StatusCode.INTERNAL, "internal error; see the server log"
+    reason = _reason(code, exc)
+    if isinstance(exc, _Refused):
+        reason, http_status = exc.reason, exc.http_status
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    if name:
+        info.metadata["name"] = name[:256]
+    details = [pack(info), *(exc.details if isinstance(exc, RpcError) else ())]
+    return error_body(code, message, details, http_status=http_status)
+
+
+async def _respond(
+    send: Send, status: int, payload: Json, headers: list[tuple[bytes, bytes]]
+) -> None:
+    body = dumps(payload)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", JSON_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
