@@ -1,0 +1,115 @@
+"""Benchmark 4: wake-up throughput, versus the bare limit.
+
+N waiters (10,000 by default) whose operations all finish at once: the server finishes
+every operation in one go and the figure is the time from the start of that until the
+client has the last answer (and half of them). The bare limit is a grpc.aio WaitOperation
+handler awaiting a plain ``asyncio.Event`` per operation, on which the same client waits.
+The two runs of the target repeat open-then-finish three times on new operations (one
+server and client process per run) and the figure is the median; the raw-client runs,
+which only tell which side the time goes to, run once.
+
+Runs (server, client): (lro_async, lro_async) against (bare, lro_async) is the target;
+(lro_async, raw grpc.aio) against (bare, raw) isolates the server with the least client.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from .harness import Report, ServerProcess, Settings, Table, Target, run_client
+
+NAME = "wakeup"
+RUNS = (("lro", "lro"), ("bare", "lro"), ("lro", "raw"), ("bare", "raw"))
+LABELS = {"lro": "lro_async", "bare": "bare", "raw": "raw grpc.aio"}
+HEADLINE = 10_000
+ROUNDS = 3
+
+
+def run(settings: Settings) -> Report:
+    sizes = settings.sizes or ((2000,) if settings.quick else (HEADLINE,))
+    rounds = 1 if settings.quick else ROUNDS
+    report = Report(NAME, {"sizes": list(sizes), "rounds": rounds, "runs": [list(r) for r in RUNS]})
+    table = Table(
+        "wakeup: every operation finishes at once: seconds from the server's first finish "
+        f"until the client has the last (median of {rounds} for lro_async clients) and half "
+        "of the answers",
+        [
+            "ops",
+            "server",
+            "client",
+            "last answered",
+            "half answered",
+            "server finishing",
+            "server CPU",
+            "client CPU",
+            "lost",
+            "GC s c/s",
+            "rounds: last answered",
+        ],
+    )
+    results: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for size in sizes:
+        for server_kind, client in RUNS:
+            # The raw-client runs only attribute the time to a side: one round each.
+            runs = rounds if client == "lro" else 1
+            params = {"client": client, "count": size, "idle": 0, "rounds": runs}
+            with ServerProcess(server_kind, count_rpcs=True) as server:
+                params["target"] = server.target
+                result = run_client("waiters", params, timeout=300 + runs * size / 100)
+            results[size, server_kind, client] = result
+            wakes = result["wakes"]
+
+            def median(key: str, wakes: list[dict[str, Any]] = wakes) -> float:
+                return statistics.median(float(w[key]) for w in wakes)
+
+            table.rows.append(
+                [
+                    size,
+                    LABELS[server_kind],
+                    LABELS[client],
+                    result["last_answered"],
+                    median("half_answered"),
+                    median("complete_seconds"),
+                    median("server_cpu"),
+                    median("client_cpu"),
+                    result["failed"] + size - result["waiting_at_open"],
+                    f"{statistics.median(w['gc']['client']['seconds'] for w in wakes):.2f}/"
+                    f"{statistics.median(w['gc']['server']['seconds'] for w in wakes):.2f}",
+                    " ".join(f"{w['last_answered']:.2f}" for w in wakes),
+                ]
+            )
+            print(
+                f"  wakeup {size} {server_kind}/{client}: last answered after "
+                f"{result['last_answered']:.3f} s (median)",
+                flush=True,
+            )
+    report.tables.append(table)
+    report.data["runs"] = [
+        {"ops": size, "server": server_kind, "client": client, **result}
+        for (size, server_kind, client), result in results.items()
+    ]
+    size = max(sizes)
+    note = "" if size == HEADLINE else f"target is set at {HEADLINE:,} waiters"
+
+    def last(server_kind: str, client: str) -> float:
+        return float(results[size, server_kind, client]["last_answered"])
+
+    report.targets.append(
+        Target(
+            f"{size:,} simultaneous completions, last answered: lro_async / bare server",
+            last("lro", "lro") / last("bare", "lro"),
+            1.3,
+            "max",
+            "x",
+            f"{last('lro', 'lro'):.3f} vs {last('bare', 'lro'):.3f} s, lro_async client; "
+            f"{note}".strip("; "),
+        )
+    )
+    report.notes.append(
+        f"with raw grpc.aio clients: lro_async server {last('lro', 'raw'):.3f} s vs bare "
+        f"{last('bare', 'raw'):.3f} s ({last('lro', 'raw') / last('bare', 'raw'):.2f}x); "
+        f"the whole lro_async stack vs the whole bare stack: "
+        f"{last('lro', 'lro') / last('bare', 'raw'):.2f}x"
+    )
+    return report
