@@ -80,6 +80,7 @@ async def serve(
     max_wait: float = 1800.0,
     authorize: Authorizer | None = None,
     register: Callable[[grpc.aio.Server], None] | None = None,
+    tls: tuple[grpc.ServerCredentials, grpc.ChannelCredentials] | None = None,
 ) -> AsyncIterator[Served]:
     """Serve *manager* (default: a new one on a MemoryStore) on ``127.0.0.1:0``.
 
@@ -87,6 +88,9 @@ async def serve(
 
     :param authorize: the servicer's authorizer (None: allow everything).
     :param register: adds more services to the server before it starts.
+    :param tls: serve TLS: the server's credentials (``grpc.ssl_server_credentials``) and
+        those of ``Served.channel`` (``grpc.ssl_channel_credentials``); the server's
+        certificate must be valid for ``127.0.0.1``. None: plaintext.
     """
     manager = manager if manager is not None else OperationManager()
     server = grpc.aio.server(options=server_options())
@@ -94,11 +98,18 @@ async def serve(
     servicer.add_to_server(server)
     if register is not None:
         register(server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", tls[0])
     await server.start()
     target = f"127.0.0.1:{port}"
     try:
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with (
+            grpc.aio.insecure_channel(target)
+            if tls is None
+            else grpc.aio.secure_channel(target, tls[1])
+        ) as channel:
             yield Served(manager, servicer, server, target, channel)
     finally:
         await manager.aclose()

@@ -60,12 +60,26 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_STORE,
         help="memory, sqlite:///PATH or postgresql://... (default %(default)s)",
     )
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="also serve Operations over HTTP/JSON on this port (0: a free one; "
+        "needs the http extra)",
+    )
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain on shutdown")
     serve.add_argument(
         "--lease",
         type=float,
         default=30.0,
         help="with PostgreSQL: seconds after which other replicas abort a dead one's work",
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this PEM certificate")
+    serve.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    serve.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="require client certificates signed by these PEM CA certificates (mutual TLS)",
     )
 
     demo = commands.add_parser("demo", help="start a server and await a batch of demo operations")
@@ -78,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the server")
         command.add_argument("--json", action="store_true", help="print proto3 JSON for scripts")
         command.add_argument("--rpc-timeout", type=float, default=10.0, help="seconds per RPC")
+        command.add_argument(
+            "--tls-ca",
+            metavar="FILE",
+            help="connect with TLS, trusting these PEM CA certificates (default: the system's)",
+        )
+        command.add_argument(
+            "--tls-cert", metavar="FILE", help="connect with TLS, as this PEM client certificate"
+        )
+        command.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
         return command
 
     get = client_command("get", "print an operation")
@@ -116,11 +139,18 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 async def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
-        from .serve import serve_forever
+        from .serve import serve_forever, server_credentials
 
+        credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_ca)
         with _errors():
             await serve_forever(
-                args.host, args.port, args.store, grace=args.grace, lease=args.lease
+                args.host,
+                args.port,
+                args.store,
+                grace=args.grace,
+                lease=args.lease,
+                credentials=credentials,
+                http_port=args.http_port,
             )
         return EXIT_OK
     if args.command == "demo":
@@ -139,6 +169,21 @@ async def _dispatch(args: argparse.Namespace) -> int:
     }
     with _errors():
         return await handlers[args.command](args)
+
+
+def read_pem(path: str, flag: str) -> bytes:
+    """The contents of a PEM file named on the command line.
+
+    :raises CommandError: (bad usage) if it cannot be read or holds no PEM block.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise CommandError(f"{flag} {path}: {exc.strerror or exc}", EXIT_USAGE) from exc
+    if b"-----BEGIN " not in data:
+        raise CommandError(f"{flag} {path}: not a PEM file", EXIT_USAGE)
+    return data
 
 
 @contextlib.contextmanager

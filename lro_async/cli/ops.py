@@ -17,17 +17,39 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from ..client.operation import AsyncOperation
 from ..client.operations import AsyncOperationsClient
 from ..errors import OperationFailed
-from . import render
+from . import EXIT_USAGE, CommandError, read_pem, render
 
-__all__ = ["cancel", "delete", "get", "list_", "wait", "watch"]
+__all__ = ["cancel", "channel_credentials", "delete", "get", "list_", "wait", "watch"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
+def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials from ``--tls-ca``, ``--tls-cert`` and ``--tls-key``; None for plaintext.
+
+    :raises CommandError: if the flags do not go together or a file cannot be read.
+    """
+    ca, cert, key = args.tls_ca, args.tls_cert, args.tls_key
+    if ca is None and cert is None and key is None:
+        return None
+    if (cert is None) != (key is None):
+        raise CommandError("a client certificate needs both --tls-cert and --tls-key", EXIT_USAGE)
+    return grpc.ssl_channel_credentials(
+        root_certificates=read_pem(ca, "--tls-ca") if ca is not None else None,
+        private_key=read_pem(key, "--tls-key") if key is not None else None,
+        certificate_chain=read_pem(cert, "--tls-cert") if cert is not None else None,
+    )
+
+
 @contextlib.asynccontextmanager
 async def _client(args: argparse.Namespace) -> AsyncIterator[AsyncOperationsClient]:
+    credentials = channel_credentials(args)
     async with (
-        grpc.aio.insecure_channel(args.target) as channel,
+        (
+            grpc.aio.insecure_channel(args.target)
+            if credentials is None
+            else grpc.aio.secure_channel(args.target, credentials)
+        ) as channel,
         AsyncOperationsClient(channel) as client,
     ):
         yield client

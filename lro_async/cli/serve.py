@@ -18,8 +18,9 @@ from ..demo.service import DemoService
 from ..server.manager import OperationManager
 from ..server.servicer import server_options
 from ..stores import from_url
+from . import EXIT_USAGE, CommandError, read_pem
 
-__all__ = ["Running", "running_server", "serve_forever"]
+__all__ = ["Running", "running_server", "serve_forever", "server_credentials"]
 
 logger = logging.getLogger("lro_async")
 
@@ -36,6 +37,8 @@ class Running:
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     target: str
+    http_target: str | None = None
+    """``host:port`` of the HTTP/JSON server, if one runs."""
 
 
 @contextlib.asynccontextmanager
@@ -47,13 +50,21 @@ async def running_server(
     grace: float = 10.0,
     lease: float = 30.0,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
+    http_port: int | None = None,
 ) -> AsyncIterator[Running]:
     """Start a server with every lro-async service on ``host:port``; drain it on exit.
 
-    On exit health turns NOT_SERVING, the server stops taking calls, waiters get the
-    latest state at once and running operations get *grace* seconds to finish before
-    the rest are cancelled (recorded CANCELLED); nothing acknowledged is lost.
+    On exit health turns NOT_SERVING and the manager drains while the server still
+    answers (so that health checks see NOT_SERVING, not a closed port): new operations
+    are refused with UNAVAILABLE, waiters get the latest state at once, and running
+    operations get *grace* seconds to finish before the rest are cancelled (recorded
+    CANCELLED). Then the server stops; nothing acknowledged is lost.
 
+    :param credentials: serve TLS with these (see :func:`server_credentials`); None: plaintext.
+    :param http_port: also serve Operations over HTTP/JSON (plaintext) on ``host:http_port``
+        (0: a free port) from the same manager; it drains and stops with the gRPC server.
+        Needs the ``http`` extra.
     :raises ValueError: for an unknown store URL.
     :raises OSError: if the address cannot be bound.
     """
@@ -67,34 +78,116 @@ async def running_server(
         health_pb2_grpc.add_HealthServicer_to_server(checker, server)
         reflection.enable_server_reflection(_SERVICES, server)
         try:
-            bound = server.add_insecure_port(f"{host}:{port}")
+            address = f"{host}:{port}"
+            bound = (
+                server.add_insecure_port(address)
+                if credentials is None
+                else server.add_secure_port(address, credentials)
+            )
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {host}:{port}: {exc}") from exc
         await server.start()
     except BaseException:
         await manager.aclose()
         raise
-    for service in ("", OPERATIONS_SERVICE, DEMO_SERVICE):
-        await checker.set(service, health_pb2.HealthCheckResponse.SERVING)
+    async with contextlib.AsyncExitStack() as http:
+        try:
+            http_target = (
+                None
+                if http_port is None
+                else await _serve_http(http, manager, host, http_port, grace)
+            )
+        except BaseException:
+            await asyncio.gather(server.stop(None), manager.aclose())
+            raise
+        for service in ("", OPERATIONS_SERVICE, DEMO_SERVICE):
+            await checker.set(service, health_pb2.HealthCheckResponse.SERVING)
+        try:
+            yield Running(manager, server, checker, f"{host}:{bound}", http_target)
+        finally:
+            await checker.enter_graceful_shutdown()
+            loop = asyncio.get_running_loop()
+            draining = loop.time()
+            try:
+                await manager.drain(grace)
+            finally:
+                # Waiters are answered by now; long streams (health Watch) get what is left
+                # of the grace, and every call at least a moment to send its last answer.
+                left = max(grace - (loop.time() - draining), min(grace, 1.0))
+                await asyncio.gather(server.stop(left), http.aclose())
+
+
+async def _serve_http(
+    stack: contextlib.AsyncExitStack, manager: OperationManager, host: str, port: int, grace: float
+) -> str:
+    """Start the HTTP/JSON server on *stack*; return its ``host:port``."""
     try:
-        yield Running(manager, server, checker, f"{host}:{bound}")
-    finally:
-        await checker.enter_graceful_shutdown()
-        await asyncio.gather(server.stop(grace), manager.drain(grace))
+        from ..http import asgi_app, running_http_server
+    except ImportError as exc:  # without the http extra
+        raise CommandError(f"--http-port: {exc}", EXIT_USAGE) from exc
+
+    served = await stack.enter_async_context(
+        running_http_server(asgi_app(manager), host, port, grace=grace)
+    )
+    return f"{host}:{served.port}"
+
+
+def server_credentials(
+    cert: str | None, key: str | None, client_ca: str | None
+) -> grpc.ServerCredentials | None:
+    """TLS credentials from ``--tls-cert``, ``--tls-key`` and ``--tls-ca``; None for plaintext.
+
+    With *client_ca*, clients must present a certificate signed by it (mutual TLS); the
+    authorizer then finds its subject in ``Caller.auth_context`` (``x509_common_name``).
+
+    :raises CommandError: if the flags do not go together or a file cannot be read.
+    """
+    if cert is None and key is None and client_ca is None:
+        return None
+    if cert is None or key is None:
+        raise CommandError("TLS needs both --tls-cert and --tls-key", EXIT_USAGE)
+    root = read_pem(client_ca, "--tls-ca") if client_ca is not None else None
+    return grpc.ssl_server_credentials(
+        [(read_pem(key, "--tls-key"), read_pem(cert, "--tls-cert"))],
+        root_certificates=root,
+        require_client_auth=root is not None,
+    )
 
 
 async def serve_forever(
-    host: str, port: int, store_url: str, *, grace: float = 10.0, lease: float = 30.0
+    host: str,
+    port: int,
+    store_url: str,
+    *,
+    grace: float = 10.0,
+    lease: float = 30.0,
+    credentials: grpc.ServerCredentials | None = None,
+    http_port: int | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then drain gracefully within *grace* seconds."""
+    """Serve until SIGINT or SIGTERM, then drain gracefully within *grace* seconds.
+
+    :param credentials: serve TLS with these; None: plaintext.
+    :param http_port: also serve HTTP/JSON on this port.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with running_server(host, port, store_url, grace=grace, lease=lease) as running:
-            print(f"lro-async: serving on {running.target} (store {store_url})", flush=True)
+        async with running_server(
+            host,
+            port,
+            store_url,
+            grace=grace,
+            lease=lease,
+            credentials=credentials,
+            http_port=http_port,
+        ) as running:
+            tls = "" if credentials is None else "TLS, "
+            print(f"lro-async: serving on {running.target} ({tls}store {store_url})", flush=True)
+            if running.http_target is not None:
+                print(f"lro-async: serving HTTP/JSON on {running.http_target}", flush=True)
             await stop.wait()
             print(f"lro-async: draining (up to {grace:g}s)", file=sys.stderr, flush=True)
     finally:

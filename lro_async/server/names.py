@@ -75,4 +75,7 @@ def list_parent(name: str) -> str | None:
         return None
     if name == "operations":
         return ""
-    return check_parent(name.removesuffix("/operations"))
+    parent = name.removesuffix("/operations")
+    if not parent:
+        raise InvalidArgument(f"{name!r} is not a parent to list: use '' or 'operations'")
+    return check_parent(parent)

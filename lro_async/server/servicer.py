@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Coroutine
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
 from ..errors import (
@@ -43,10 +45,15 @@ ERROR_DOMAIN = "lro-async"
 """The ``google.rpc.ErrorInfo.domain`` of every error status this servicer sends."""
 
 _MAX_DURATION_SECONDS = 315_576_000_000  # the range google.protobuf.Duration allows
+# An error's message travels twice in its trailers (grpc-message, percent-encoded, and the
+# google.rpc.Status in grpc-status-details-bin); clients refuse trailers over 8 KiB by
+# default, and messages quote the request (a filter can be 4096 characters), so cap them.
+_MAX_MESSAGE_BYTES = 1024
 
 Service = TypeVar("Service")
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
+M = TypeVar("M", bound=Message)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -88,6 +95,7 @@ async def _abort(context: Context, exc: Exception, rpc: str, name: str) -> NoRet
     else:
         logger.error("%s(%r) failed with an unexpected exception", rpc, name, exc_info=exc)
         code, message = grpc.StatusCode.INTERNAL, "internal error; see the server log"
+    message = _bounded(message)
     info = error_details_pb2.ErrorInfo(reason=_reason(code, exc), domain=ERROR_DOMAIN)
     if name:
         info.metadata["name"] = name[:256]
@@ -97,6 +105,34 @@ async def _abort(context: Context, exc: Exception, rpc: str, name: str) -> NoRet
         code, message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
     )
     raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def _bounded(message: str) -> str:
+    encoded = message.encode("utf-8", "replace")
+    if len(encoded) <= _MAX_MESSAGE_BYTES:
+        return message
+    return encoded[: _MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "..."
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Malformed:
+    """A request body that does not parse as its message type, handed to the handler."""
+
+    message_type: str
+    name: str = ""
+
+
+def _parser(message_type: type[M]) -> Callable[[bytes], M | _Malformed]:
+    """A request deserializer that never raises: grpc.aio would answer UNKNOWN with the
+    exception's text; :func:`rpc_method` turns a malformed body into INVALID_ARGUMENT."""
+
+    def parse(data: bytes) -> M | _Malformed:
+        try:
+            return message_type.FromString(data)
+        except DecodeError:
+            return _Malformed(message_type.DESCRIPTOR.full_name)
+
+    return parse
 
 
 def rpc_method(
@@ -111,6 +147,8 @@ def rpc_method(
     @functools.wraps(handler)
     async def wrapper(self: Service, request: Request, context: Context) -> Reply:
         try:
+            if isinstance(request, _Malformed):
+                raise InvalidArgument(f"the request is not a valid {request.message_type}")
             return await handler(self, request, context)
         except Exception as exc:
             await _abort(context, exc, handler.__name__, getattr(request, "name", ""))
@@ -167,8 +205,20 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         """WaitOperation calls open now."""
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        """Register this servicer with *server*."""
-        operations_pb2_grpc.add_OperationsServicer_to_server(self, server)
+        """Register this servicer with *server*.
+
+        Unlike the generated ``add_OperationsServicer_to_server``, a request body that is
+        not a valid message gets INVALID_ARGUMENT rather than UNKNOWN.
+        """
+        handlers = {
+            method: grpc.unary_unary_rpc_method_handler(
+                getattr(self, method),
+                request_deserializer=_parser(request),
+                response_serializer=response.SerializeToString,
+            )
+            for method, (request, response) in _METHODS.items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
 
     @rpc_method
     async def GetOperation(
@@ -245,6 +295,19 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
             allowed = False
         if not allowed:
             raise PermissionDenied(f"permission denied: {rpc} on {resource!r}")
+
+
+_SERVICE = "google.longrunning.Operations"
+_METHODS: dict[str, tuple[type[Message], type[Message]]] = {
+    "GetOperation": (operations_pb2.GetOperationRequest, operations_pb2.Operation),
+    "ListOperations": (
+        operations_pb2.ListOperationsRequest,
+        operations_pb2.ListOperationsResponse,
+    ),
+    "DeleteOperation": (operations_pb2.DeleteOperationRequest, empty_pb2.Empty),
+    "CancelOperation": (operations_pb2.CancelOperationRequest, empty_pb2.Empty),
+    "WaitOperation": (operations_pb2.WaitOperationRequest, operations_pb2.Operation),
+}
 
 
 def _listed(parent: str | None) -> str:

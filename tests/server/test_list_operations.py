@@ -47,7 +47,9 @@ async def test_listing_is_scoped_to_the_parent(
     assert await _list_all(stub, "operations", 10) == top
     assert await _list_all(stub, "", 10) == a + b + top
     assert await _list_all(stub, "projects/c", 10) == []
-    await rpc_fails(stub.ListOperations(operations_pb2.ListOperationsRequest(name="a//b")), INVALID)
+    for bad in ("a//b", "/operations", "projects/p/"):
+        request = operations_pb2.ListOperationsRequest(name=bad)
+        await rpc_fails(stub.ListOperations(request), INVALID)
 
 
 async def test_page_size_zero_means_fifty_and_large_sizes_are_coerced_to_a_thousand(

@@ -229,7 +229,7 @@ async def test_oversized_metadata_and_responses_are_refused_and_change_nothing()
     async with lro_async.OperationManager(
         max_metadata_bytes=1024, max_response_bytes=1024
     ) as manager:
-        with pytest.raises(lro_async.InvalidArgument, match="metadata is 2[0-9]+ bytes"):
+        with pytest.raises(lro_async.InvalidArgument, match=r"metadata is 2[0-9]+ bytes"):
             await manager.create(metadata=big)
         op = await manager.create()
         with pytest.raises(lro_async.InvalidArgument, match="limit is 1024"):
