@@ -20,6 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from google.longrunning import operations_pb2
 
 __all__ = ["Hub", "Watch"]
 
@@ -27,12 +31,14 @@ __all__ = ["Hub", "Watch"]
 class Watch:
     """One operation's events, shared by all of its current watchers."""
 
-    __slots__ = ("_changed", "final", "watchers")
+    __slots__ = ("_changed", "final", "outcome", "watchers")
 
     def __init__(self) -> None:
         self.final = asyncio.Event()
         self._changed: asyncio.Event | None = None
         self.watchers = 0
+        # The done operation, when whoever finished it said so: waiters need not re-read.
+        self.outcome: operations_pb2.Operation | None = None
 
     def changed(self) -> asyncio.Event:
         """The event the next change (of any kind) sets."""
@@ -42,8 +48,10 @@ class Watch:
             self._changed = asyncio.Event()
         return self._changed
 
-    def _fire(self, final: bool) -> None:
+    def _fire(self, final: bool, outcome: operations_pb2.Operation | None = None) -> None:
         if final:
+            if outcome is not None:
+                self.outcome = outcome
             self.final.set()
         if self._changed is not None:
             self._changed.set()
@@ -85,11 +93,21 @@ class Hub:
             if watch.watchers == 0 and self._watches.get(name) is watch:
                 del self._watches[name]
 
-    def notify(self, name: str, *, final: bool = False) -> None:
-        """Wake the waiters of *name*; *final* when it is done or gone for good."""
+    def notify(
+        self,
+        name: str,
+        *,
+        final: bool = False,
+        outcome: operations_pb2.Operation | None = None,
+    ) -> None:
+        """Wake the waiters of *name*; *final* when it is done or gone for good.
+
+        :param outcome: with *final*, the done operation, handed to the waiters as it is
+            (they must not change it) so that they need not read it back from the store.
+        """
         watch = self._watches.get(name)
         if watch is not None:
-            watch._fire(final)
+            watch._fire(final, outcome)
 
     def notify_all(self) -> None:
         """Wake every waiter to re-read its operation (e.g. after a lost connection)."""

@@ -353,6 +353,8 @@ class OperationManager:
         packed = self._metadata(metadata)
         await self._ready()
         written = await self._store.set_metadata(name, packed, _now_us())
+        if written is not None and written.applied:
+            self._hub.notify(name)
         return self._written(name, written)
 
     async def complete(self, name: str, response: Message | None = None) -> bool:
@@ -425,14 +427,12 @@ class OperationManager:
     ) -> Written | None:
         written = await self._store.finish(name, _now_us(), response=response, error=error)
         if written is not None and written.applied:
-            self._hub.notify(name, final=True)
+            self._hub.notify(name, final=True, outcome=written.record.operation)
         return written
 
     def _written(self, name: str, written: Written | None) -> bool:
         if written is None:
             raise OperationNotFound(f"operation {name!r} not found")
-        if written.applied:
-            self._hub.notify(name, final=written.record.done)
         return written.applied
 
     def _on_remote_change(self, name: str) -> None:
@@ -520,12 +520,15 @@ class OperationManager:
                 # A shared store announces other replicas' changes without saying what
                 # changed, so its waiters wake on any change and re-read.
                 event = watch.final if progress is None and recheck is None else watch.changed()
-                record = self._visible(name, await self._store.get(name))
-                operation = record.operation
+                if watch.outcome is not None:  # finished here: no need to read it back
+                    operation = operations_pb2.Operation()
+                    operation.CopyFrom(watch.outcome)
+                    return operation
+                operation = self._visible(name, await self._store.get(name)).operation
                 if operation.done or self._hub.closed:
                     return operation
-                fingerprint = metadata_fingerprint(operation.metadata)
                 if progress is not None:
+                    fingerprint = metadata_fingerprint(operation.metadata)
                     if progress and progress != fingerprint:
                         return operation
                     progress = fingerprint

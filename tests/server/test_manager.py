@@ -246,3 +246,40 @@ async def test_oversized_metadata_and_responses_are_refused_and_change_nothing()
         done = await manager.wait((await manager.start(work)).name, 5)
         assert done.error.code == grpc.StatusCode.INTERNAL.value[0]
         assert (await manager.list())[0][0].name == op.name
+
+
+async def test_waiters_get_the_outcome_without_reading_the_store_again() -> None:
+    class CountingReads(lro_async.stores.MemoryStore):
+        reads = 0
+
+        async def get(self, name: str) -> lro_async.stores.OperationRecord | None:
+            self.reads += 1
+            return await super().get(name)
+
+    store = CountingReads()
+    async with lro_async.OperationManager(store=store) as manager:
+        ops = [await manager.create() for _ in range(50)]
+        waits = [asyncio.create_task(manager.wait(op.name, 30)) for op in ops]
+        while manager.watched < 50:
+            await asyncio.sleep(0.005)
+        before = store.reads
+        for op in ops:
+            await manager.complete(op.name, wrappers_pb2.StringValue(value=op.name))
+        answers = await asyncio.gather(*waits)
+    assert store.reads == before, "the finishing write hands waiters the outcome"
+    for op, answer in zip(ops, answers, strict=True):
+        value = wrappers_pb2.StringValue()
+        assert answer.done and answer.response.Unpack(value) and value.value == op.name
+
+
+async def test_waiters_of_one_operation_each_get_their_own_copy() -> None:
+    async with lro_async.OperationManager() as manager:
+        op = await manager.create()
+        waits = [asyncio.create_task(manager.wait(op.name, 30)) for _ in range(2)]
+        while manager.watched < 1:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.01)
+        await manager.complete(op.name, wrappers_pb2.StringValue(value="shared"))
+        first, second = await asyncio.gather(*waits)
+    first.ClearField("response")
+    assert second.HasField("response")
