@@ -15,8 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol, TypeAlias
 
 import grpc
-from google.longrunning import operations_pb2
-from google.protobuf import empty_pb2
+from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from ..errors import RpcError, map_rpc_errors
 from ..protobuf import seconds_duration
@@ -25,8 +24,6 @@ __all__ = ["GrpcTransport", "Metadata", "OperationsTransport"]
 
 #: Request metadata: ``(key, value)`` pairs, keys lower case, ``-bin`` keys with bytes values.
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
-
-_SERVICE = "/google.longrunning.Operations/"
 
 
 class OperationsTransport(Protocol):
@@ -87,48 +84,14 @@ class GrpcTransport:
     """:class:`OperationsTransport` over a ``grpc.aio`` channel (which it does not own)."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._get: grpc.aio.UnaryUnaryMultiCallable[
-            operations_pb2.GetOperationRequest, operations_pb2.Operation
-        ] = channel.unary_unary(
-            _SERVICE + "GetOperation",
-            request_serializer=operations_pb2.GetOperationRequest.SerializeToString,
-            response_deserializer=operations_pb2.Operation.FromString,
-        )
-        self._wait: grpc.aio.UnaryUnaryMultiCallable[
-            operations_pb2.WaitOperationRequest, operations_pb2.Operation
-        ] = channel.unary_unary(
-            _SERVICE + "WaitOperation",
-            request_serializer=operations_pb2.WaitOperationRequest.SerializeToString,
-            response_deserializer=operations_pb2.Operation.FromString,
-        )
-        self._cancel: grpc.aio.UnaryUnaryMultiCallable[
-            operations_pb2.CancelOperationRequest, empty_pb2.Empty
-        ] = channel.unary_unary(
-            _SERVICE + "CancelOperation",
-            request_serializer=operations_pb2.CancelOperationRequest.SerializeToString,
-            response_deserializer=empty_pb2.Empty.FromString,
-        )
-        self._delete: grpc.aio.UnaryUnaryMultiCallable[
-            operations_pb2.DeleteOperationRequest, empty_pb2.Empty
-        ] = channel.unary_unary(
-            _SERVICE + "DeleteOperation",
-            request_serializer=operations_pb2.DeleteOperationRequest.SerializeToString,
-            response_deserializer=empty_pb2.Empty.FromString,
-        )
-        self._list: grpc.aio.UnaryUnaryMultiCallable[
-            operations_pb2.ListOperationsRequest, operations_pb2.ListOperationsResponse
-        ] = channel.unary_unary(
-            _SERVICE + "ListOperations",
-            request_serializer=operations_pb2.ListOperationsRequest.SerializeToString,
-            response_deserializer=operations_pb2.ListOperationsResponse.FromString,
-        )
+        self._stub = operations_pb2_grpc.OperationsStub(channel)
 
     async def get(
         self, name: str, *, timeout: float | None, metadata: Metadata
     ) -> operations_pb2.Operation:
         request = operations_pb2.GetOperationRequest(name=name)
         with _map_errors():
-            return await self._get(request, timeout=timeout, metadata=metadata)
+            return await self._stub.GetOperation(request, timeout=timeout, metadata=metadata)
 
     async def wait(
         self, name: str, wait: float | None, *, timeout: float | None, metadata: Metadata
@@ -137,17 +100,17 @@ class GrpcTransport:
         if wait is not None:
             request.timeout.CopyFrom(seconds_duration(max(wait, 0.0)))
         with _map_errors():
-            return await self._wait(request, timeout=timeout, metadata=metadata)
+            return await self._stub.WaitOperation(request, timeout=timeout, metadata=metadata)
 
     async def cancel(self, name: str, *, timeout: float | None, metadata: Metadata) -> None:
         request = operations_pb2.CancelOperationRequest(name=name)
         with _map_errors():
-            await self._cancel(request, timeout=timeout, metadata=metadata)
+            await self._stub.CancelOperation(request, timeout=timeout, metadata=metadata)
 
     async def delete(self, name: str, *, timeout: float | None, metadata: Metadata) -> None:
         request = operations_pb2.DeleteOperationRequest(name=name)
         with _map_errors():
-            await self._delete(request, timeout=timeout, metadata=metadata)
+            await self._stub.DeleteOperation(request, timeout=timeout, metadata=metadata)
 
     async def list(
         self,
@@ -163,4 +126,4 @@ class GrpcTransport:
             name=parent, filter=filter, page_size=page_size, page_token=page_token
         )
         with _map_errors():
-            return await self._list(request, timeout=timeout, metadata=metadata)
+            return await self._stub.ListOperations(request, timeout=timeout, metadata=metadata)
