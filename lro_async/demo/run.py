@@ -101,8 +101,9 @@ def _plan(count: int, seconds: float) -> list[_Planned]:
             cancel_after=seconds * 0.4,
         ),
     ]
-    for index in range(max(0, count - len(plan))):
-        scale = 0.5 + 0.7 * index / max(1, count - len(plan) - 1)
+    sleeps = max(0, count - len(plan))
+    for index in range(sleeps):  # from half to 1.2 times `seconds`, evenly
+        scale = 0.5 + 0.7 * index / max(1, sleeps - 1)
         plan.append(
             _Planned(
                 f"sleep {seconds * scale:.1f}s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,7 +207,7 @@ async def test_sigterm_drains_gracefully_and_loses_nothing(
 def test_the_demo_runs_end_to_end() -> None:
     env = {**os.environ, "COLUMNS": "120"}
     result = subprocess.run(
-        [*CLI, "demo", "--operations", "5", "--seconds", "1"],
+        [*CLI, "demo", "--operations", "6", "--seconds", "1"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -215,4 +216,7 @@ def test_the_demo_runs_end_to_end() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cancelled" in result.stdout and "failed" in result.stdout
-    assert "5 operations in" in result.stdout
+    assert "6 operations in" in result.stdout
+    # Three sleeps spread evenly from half to 1.2 times --seconds.
+    sleeps = sorted({float(s) for s in re.findall(r"sleep (\d+\.\d)s ", result.stdout)})
+    assert sleeps in ([0.5, 0.8, 1.2], [0.5, 0.9, 1.2]), result.stdout
