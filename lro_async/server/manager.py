@@ -32,9 +32,10 @@ from .auth import Authorizer
 from .context import OperationContext
 from .guard import GuardedStore
 from .hub import Hub
-from .listing import PageTokens, parse_filter
+from .listing import parse_filter
 from .names import check_name, check_parent, new_name
 from .servicer import AsyncOperationsServicer
+from .tokens import PageTokens
 
 if TYPE_CHECKING:
     from types import TracebackType

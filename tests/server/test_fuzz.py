@@ -35,9 +35,9 @@ from lro_async.server.listing import (
     MAX_FILTER_DEPTH,
     MAX_FILTER_LENGTH,
     Filter,
-    PageTokens,
     parse_filter,
 )
+from lro_async.server.tokens import PageTokens
 from lro_async.stores.base import OperationRecord
 
 FUZZ = settings(

@@ -20,9 +20,9 @@ from lro_async.server.listing import (
     Node,
     Not,
     Or,
-    PageTokens,
     parse_filter,
 )
+from lro_async.server.tokens import PageTokens
 from lro_async.stores.base import OperationRecord
 
 T0 = 1_767_323_045_000_000  # 2026-01-02T03:04:05Z in microseconds
