@@ -79,8 +79,8 @@ def listed_parent(name: str) -> str | None:
     if name == "operations":
         return ""
     parent = name.removesuffix("/operations")
-    if parent == "":
-        return ""
+    if parent == "":  # "/operations" names no parent
+        return None
     if len(parent) > 512 - len("/operations/") - 22 or not _PARENT.fullmatch(parent):
         return None
     return None if parent.split("/")[-1] == "operations" else parent
