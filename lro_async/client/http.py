@@ -42,7 +42,7 @@ from ..http.wire import (
     operation_from_json,
 )
 from ..protobuf import seconds_duration
-from ..server.servicer import ERROR_DOMAIN
+from ..server.rules import ERROR_DOMAIN
 from .transport import Metadata
 
 __all__ = ["Clients", "HttpTransport", "map_http_errors"]

@@ -16,7 +16,6 @@ from typing import Any, cast
 
 import grpc
 from google.longrunning import operations_pb2
-from google.protobuf import duration_pb2
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -25,7 +24,7 @@ from ..client.many import as_completed
 from ..client.operation import AsyncOperation
 from ..client.operations import AsyncOperationsClient
 from ..errors import OperationCancelled, OperationFailed
-from ..protobuf import timestamp_datetime
+from ..protobuf import seconds_duration, timestamp_datetime
 from ..testing import RpcCounter
 from . import demo_pb2, demo_pb2_grpc
 
@@ -53,18 +52,12 @@ class _Outcome:
     notice_ms: float | None = None
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
-    duration = duration_pb2.Duration()
-    duration.FromNanoseconds(int(seconds * 1e9))
-    return duration
-
-
 def _plan(count: int, seconds: float) -> list[_Planned]:
     def sleep(
         scale: float, failure: demo_pb2.Failure | None = None
     ) -> Callable[[demo_pb2_grpc.DemoAsyncStub], Awaitable[operations_pb2.Operation]]:
         request = demo_pb2.SleepRequest(
-            parent=PARENT, duration=_duration(seconds * scale), steps=20, failure=failure
+            parent=PARENT, duration=seconds_duration(seconds * scale), steps=20, failure=failure
         )
         return lambda stub: stub.Sleep(request)
 

@@ -8,10 +8,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from ..errors import InvalidArgument, OperationFailed, status_code
-from ..protobuf import duration_seconds
+from ..protobuf import duration_seconds, seconds_duration
 from ..server.servicer import rpc_method
 from . import demo_pb2, demo_pb2_grpc
 
@@ -83,9 +83,9 @@ class DemoService(demo_pb2_grpc.DemoServicer):
                     percent=percent, step=step, steps=steps, start_time=started
                 )
                 await ctx.set_metadata(metadata)
-            slept = duration_pb2.Duration()
-            slept.FromNanoseconds(int(seconds * 1e9))
-            return demo_pb2.SleepResponse(slept=slept, steps=steps, end_time=_now())
+            return demo_pb2.SleepResponse(
+                slept=seconds_duration(seconds), steps=steps, end_time=_now()
+            )
 
         return await self.manager.start(
             sleep,

@@ -36,15 +36,21 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.longrunning import operations_pb2
-from google.rpc import error_details_pb2
 
-from ..errors import PermissionDenied, ResourceExhausted, RpcError, StoreError
-from ..protobuf import WAIT_MODE_HEADER, pack, parse_progress_header, seconds_duration
-from ..server.auth import Access, Authorizer, Caller, Rpc, is_allowed
+from ..errors import RpcError
+from ..protobuf import WAIT_MODE_HEADER, parse_progress_header
+from ..server.auth import Authorizer, Caller, Rpc
 from ..server.names import check_name, list_parent
 
 # The gRPC servicer's own rules, so that both transports answer alike.
-from ..server.servicer import ERROR_DOMAIN, _listed, _reason, _timeout_seconds
+from ..server.rules import (
+    check_access,
+    error_parts,
+    listed,
+    refuse_partial_success,
+    reserve_wait,
+    wait_bound,
+)
 from .parsing import (
     Scope,
     caller_of_scope,
@@ -276,13 +282,9 @@ class OperationsApp:
 
     async def _list(self, request: _Request) -> Json:
         parameters = list_parameters(request.query)
-        if parameters.return_partial_success:
-            raise RpcError(
-                "return_partial_success is not supported: every listing is complete",
-                code=grpc.StatusCode.UNIMPLEMENTED,
-            )
+        refuse_partial_success(parameters.return_partial_success)
         parent = list_parent(request.name)
-        await self._allow("ListOperations", _listed(parent), request.caller)
+        await self._allow("ListOperations", listed(parent), request.caller)
         operations, token = await self.manager.list(
             parent,
             filter=parameters.filter,
@@ -305,16 +307,9 @@ class OperationsApp:
         parsed = parse_body(body, operations_pb2.WaitOperationRequest(), request.name)
         deadline = server_timeout(request.caller)
         await self._allow("WaitOperation", check_name(request.name), request.caller)
-        bound = self.max_wait
-        if parsed.HasField("timeout"):
-            bound = min(bound, _timeout_seconds(parsed.timeout))
-        if deadline is not None:
-            bound = max(0.0, min(bound, deadline - self.deadline_margin))
-        if self.waiting >= self.max_waits:
-            raise ResourceExhausted(
-                f"this server holds {self.max_waits} ':wait' requests already; retry later",
-                details=[pack(error_details_pb2.RetryInfo(retry_delay=seconds_duration(1.0)))],
-            )
+        timeout = parsed.timeout if parsed.HasField("timeout") else None
+        bound = wait_bound(self.max_wait, timeout, deadline, self.deadline_margin)
+        reserve_wait(self.waiting, self.max_waits, "':wait' requests")
         mode = request.caller.metadata.get(WAIT_MODE_HEADER)
         progress = parse_progress_header(mode) if mode is not None else None
         self.waiting += 1
@@ -325,15 +320,7 @@ class OperationsApp:
             self.waiting -= 1
 
     async def _allow(self, rpc: Rpc, resource: str, caller: Caller) -> None:
-        if self.authorize is None:
-            return
-        try:
-            allowed = await is_allowed(self.authorize, Access(rpc, resource, caller))
-        except Exception:
-            logger.exception("the authorizer failed on %s(%r); denying", rpc, resource)
-            allowed = False
-        if not allowed:
-            raise PermissionDenied(f"permission denied: {rpc} on {resource!r}")
+        await check_access(self.authorize, rpc, resource, lambda: caller)
 
 
 def asgi_app(
@@ -402,21 +389,10 @@ async def _disconnected(receive: Receive) -> None:
 
 def _error(exc: Exception, name: str) -> tuple[int, Json]:
     """The one place where an exception becomes an HTTP error response."""
-    http_status = None
-    if isinstance(exc, RpcError):
-        code, message = exc.code, exc.message
-    elif isinstance(exc, StoreError):
-        code, message = grpc.StatusCode.UNAVAILABLE, f"the operation store failed: {exc}"
-    else:
-        logger.error("an HTTP request for %r failed unexpectedly", name, exc_info=exc)
-        code, message = grpc.StatusCode.INTERNAL, "internal error; see the server log"
-    reason = _reason(code, exc)
-    if isinstance(exc, _Refused):
-        reason, http_status = exc.reason, exc.http_status
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
-    if name:
-        info.metadata["name"] = name[:256]
-    details = [pack(info), *(exc.details if isinstance(exc, RpcError) else ())]
+    refused = exc if isinstance(exc, _Refused) else None
+    reason = refused.reason if refused is not None else None
+    code, message, details = error_parts(exc, "an HTTP request", name, reason=reason)
+    http_status = refused.http_status if refused is not None else None
     return error_body(code, message, details, http_status=http_status)
 
 

@@ -12,39 +12,35 @@ import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError, Message
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 
 from ..errors import (
     InvalidArgument,
-    PermissionDenied,
-    ResourceExhausted,
-    RpcError,
-    StoreError,
     code_number,
 )
 from ..protobuf import (
     WAIT_MODE_HEADER,
-    duration_seconds,
-    pack,
     parse_progress_header,
-    seconds_duration,
 )
-from .auth import Access, Authorizer, Rpc, caller_of, is_allowed
+from .auth import Authorizer, Rpc, caller_of
 from .names import check_name, list_parent
+from .rules import (
+    ERROR_DOMAIN,
+    check_access,
+    error_parts,
+    listed,
+    refuse_partial_success,
+    reserve_wait,
+    wait_bound,
+)
 
 if TYPE_CHECKING:
-    from google.protobuf import duration_pb2
-
     from .manager import OperationManager
 
 __all__ = ["ERROR_DOMAIN", "AsyncOperationsServicer", "rpc_method", "server_options"]
 
 logger = logging.getLogger("lro_async")
 
-ERROR_DOMAIN = "lro-async"
-"""The ``google.rpc.ErrorInfo.domain`` of every error status this servicer sends."""
-
-_MAX_DURATION_SECONDS = 315_576_000_000  # the range google.protobuf.Duration allows
 # An error's message travels twice in its trailers (grpc-message, percent-encoded, and the
 # google.rpc.Status in grpc-status-details-bin); clients refuse trailers over 8 KiB by
 # default, and messages quote the request (a filter can be 4096 characters), so cap them.
@@ -78,28 +74,9 @@ def server_options(*, max_pending_requests: int = 50_000) -> list[tuple[str, int
     ]
 
 
-def _reason(code: grpc.StatusCode, exc: Exception) -> str:
-    if isinstance(exc, StoreError):
-        return "STORE_UNAVAILABLE"
-    return {
-        grpc.StatusCode.NOT_FOUND: "OPERATION_NOT_FOUND",
-        grpc.StatusCode.UNAVAILABLE: "SERVER_UNAVAILABLE",
-    }.get(code, code.name)
-
-
 async def _abort(context: Context, exc: Exception, rpc: str, name: str) -> NoReturn:
-    if isinstance(exc, RpcError):
-        code, message = exc.code, exc.message
-    elif isinstance(exc, StoreError):
-        code, message = grpc.StatusCode.UNAVAILABLE, f"the operation store failed: {exc}"
-    else:
-        logger.error("%s(%r) failed with an unexpected exception", rpc, name, exc_info=exc)
-        code, message = grpc.StatusCode.INTERNAL, "internal error; see the server log"
+    code, message, details = error_parts(exc, rpc, name)
     message = _bounded(message)
-    info = error_details_pb2.ErrorInfo(reason=_reason(code, exc), domain=ERROR_DOMAIN)
-    if name:
-        info.metadata["name"] = name[:256]
-    details = [pack(info), *(exc.details if isinstance(exc, RpcError) else ())]
     status = status_pb2.Status(code=code_number(code), message=message, details=details)
     await context.abort(
         code, message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
@@ -231,13 +208,9 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def ListOperations(
         self, request: operations_pb2.ListOperationsRequest, context: Context
     ) -> operations_pb2.ListOperationsResponse:
-        if request.return_partial_success:
-            raise RpcError(
-                "return_partial_success is not supported: every listing is complete",
-                code=grpc.StatusCode.UNIMPLEMENTED,
-            )
+        refuse_partial_success(request.return_partial_success)
         parent = list_parent(request.name)
-        await self._allow("ListOperations", _listed(parent), context)
+        await self._allow("ListOperations", listed(parent), context)
         operations, token = await self.manager.list(
             parent,
             filter=request.filter,
@@ -267,17 +240,10 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         self, request: operations_pb2.WaitOperationRequest, context: Context
     ) -> operations_pb2.Operation:
         await self._allow("WaitOperation", check_name(request.name), context)
-        bound = self.max_wait
-        if request.HasField("timeout"):
-            bound = min(bound, _timeout_seconds(request.timeout))
+        timeout = request.timeout if request.HasField("timeout") else None
         remaining = context.time_remaining()
-        if remaining is not None:
-            bound = max(0.0, min(bound, remaining - self.deadline_margin))
-        if self.waiting >= self.max_waits:
-            raise ResourceExhausted(
-                f"this server holds {self.max_waits} WaitOperation calls already; retry later",
-                details=[pack(error_details_pb2.RetryInfo(retry_delay=seconds_duration(1.0)))],
-            )
+        bound = wait_bound(self.max_wait, timeout, remaining, self.deadline_margin)
+        reserve_wait(self.waiting, self.max_waits, "WaitOperation calls")
         self.waiting += 1
         try:
             return await self.manager.wait(request.name, bound, progress=_progress(context))
@@ -285,16 +251,7 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
             self.waiting -= 1
 
     async def _allow(self, rpc: Rpc, resource: str, context: Context) -> None:
-        if self.authorize is None:
-            return
-        access = Access(rpc, resource, caller_of(context))
-        try:
-            allowed = await is_allowed(self.authorize, access)
-        except Exception:
-            logger.exception("the authorizer failed on %s(%r); denying", rpc, resource)
-            allowed = False
-        if not allowed:
-            raise PermissionDenied(f"permission denied: {rpc} on {resource!r}")
+        await check_access(self.authorize, rpc, resource, lambda: caller_of(context))
 
 
 _SERVICE = "google.longrunning.Operations"
@@ -308,28 +265,6 @@ _METHODS: dict[str, tuple[type[Message], type[Message]]] = {
     "CancelOperation": (operations_pb2.CancelOperationRequest, empty_pb2.Empty),
     "WaitOperation": (operations_pb2.WaitOperationRequest, operations_pb2.Operation),
 }
-
-
-def _listed(parent: str | None) -> str:
-    """The resource ListOperations reads: ``""`` for everything, else the parent."""
-    if parent is None:
-        return ""
-    return parent or "operations"
-
-
-def _timeout_seconds(timeout: duration_pb2.Duration) -> float:
-    seconds, nanos = timeout.seconds, timeout.nanos
-    if (
-        abs(seconds) > _MAX_DURATION_SECONDS
-        or abs(nanos) >= 1_000_000_000
-        or (seconds > 0 > nanos)
-        or (seconds < 0 < nanos)
-    ):
-        raise InvalidArgument(f"timeout is not a valid Duration: {seconds}s {nanos}ns")
-    value = duration_seconds(timeout)
-    if value < 0:
-        raise InvalidArgument(f"timeout must not be negative, not {value}s")
-    return value
 
 
 def _progress(context: Context) -> str | None:
