@@ -41,9 +41,11 @@ def pack(message: Message) -> any_pb2.Any:
         return message
     if not isinstance(message, Message):
         raise TypeError(f"expected a protobuf message, not {type(message).__name__}")
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
+    # What Any.Pack does, without its pure-Python checks: pack is on every finish.
+    return any_pb2.Any(
+        type_url=_TYPE_URL_PREFIX + message.DESCRIPTOR.full_name,
+        value=message.SerializeToString(),
+    )
 
 
 def type_url_of(message_type: type[Message]) -> str:

@@ -1,25 +1,22 @@
-"""Hub: per-operation ``asyncio.Event`` registry that wakes waiters the moment something changes.
+"""Hub: per-operation registry of waiters, woken the moment the operation changes.
 
-An entry exists only while someone waits on the operation: it is created by the first
-:meth:`Hub.watch` and dropped when the last watcher leaves, so memory is bounded by the
-number of open waits, not by the number of operations.
+An entry (a :class:`Watch`) exists only while someone waits on the operation: the first
+:meth:`Hub.enter` makes it and the last :meth:`Hub.leave` drops it, so memory is bounded
+by the number of open waits, not by the number of operations.
 
-Each entry has two events:
+A waiter reads ``watch.changes`` *before* it reads the store and, if it decides to wait,
+calls :meth:`Watch.sleep` with that count: a change that landed in between has moved the
+count on, so the sleep returns at once and no wake-up is lost.
 
-- ``final``: set once when the operation ends, is deleted, or the hub closes; never cleared.
-- ``changed``: set on *any* change (metadata too). It is made on demand and replaced by a
-  fresh one after it fires, so each change wakes exactly the waiters that were waiting
-  for it.
-
-A waiter takes its event *before* reading the store and waits on it *after*; a change
-that lands in between has already set the event it holds, so no wake-up is lost.
+This is the server's hottest path when many waits end together: a sleeping waiter costs
+one future and one timer handle, with no coroutine or context manager of its own (an
+``asyncio.Event`` plus ``asyncio.timeout`` costs twice the objects, and every one of them
+is walked by each full garbage collection while the wait is open).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,34 +25,60 @@ if TYPE_CHECKING:
 __all__ = ["Hub", "Watch"]
 
 
-class Watch:
-    """One operation's events, shared by all of its current watchers."""
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
-    __slots__ = ("_changed", "final", "outcome", "watchers")
+
+class Watch:
+    """One operation's waiters, shared by everyone watching it now."""
+
+    __slots__ = ("_any", "_final", "changes", "final", "outcome", "watchers")
 
     def __init__(self) -> None:
-        self.final = asyncio.Event()
-        self._changed: asyncio.Event | None = None
-        self.watchers = 0
-        # The done operation, when whoever finished it said so: waiters need not re-read.
+        self.changes = 0
+        """How many changes have been announced since the watch began."""
+        self.final = False
+        """The operation ended, was deleted, or the hub closed: nothing more will happen."""
         self.outcome: operations_pb2.Operation | None = None
+        """The done operation, when whoever finished it handed it over (read-only)."""
+        self.watchers = 0
+        self._final: set[asyncio.Future[None]] = set()  # woken by the end only
+        self._any: set[asyncio.Future[None]] = set()  # woken by any change
 
-    def changed(self) -> asyncio.Event:
-        """The event the next change (of any kind) sets."""
-        if self.final.is_set():
-            return self.final
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        return self._changed
+    async def sleep(self, seen: int, timeout: float | None, *, any_change: bool) -> None:
+        """Sleep until the operation changes after *seen* changes, or *timeout* seconds.
 
-    def _fire(self, final: bool, outcome: operations_pb2.Operation | None = None) -> None:
+        :param seen: ``changes`` as it was when the caller read the operation.
+        :param any_change: wake on any change (metadata too), not only on the end.
+        """
+        if self.changes != seen or self.final:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiters = self._any if any_change else self._final
+        waiters.add(future)
+        timer = None if timeout is None else loop.call_later(timeout, _wake, future)
+        try:
+            await future
+        finally:
+            waiters.discard(future)
+            if timer is not None:
+                timer.cancel()
+
+    def fire(self, final: bool, outcome: operations_pb2.Operation | None = None) -> None:
+        """Announce a change; *final* when nothing will change any more."""
+        self.changes += 1
         if final:
+            self.final = True
             if outcome is not None:
                 self.outcome = outcome
-            self.final.set()
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+            for future in self._final:
+                _wake(future)
+            self._final.clear()
+        for future in self._any:
+            _wake(future)
+        self._any.clear()
 
 
 class Hub:
@@ -77,21 +100,21 @@ class Hub:
     def closed(self) -> bool:
         return self._closed
 
-    @contextlib.contextmanager
-    def watch(self, name: str) -> Iterator[Watch]:
-        """Watch *name* for the duration of the block."""
+    def enter(self, name: str) -> Watch:
+        """Start watching *name*; every enter must be paired with a :meth:`leave`."""
         watch = self._watches.get(name)
         if watch is None:
             watch = self._watches[name] = Watch()
             if self._closed:
-                watch.final.set()
+                watch.fire(True)
         watch.watchers += 1
-        try:
-            yield watch
-        finally:
-            watch.watchers -= 1
-            if watch.watchers == 0 and self._watches.get(name) is watch:
-                del self._watches[name]
+        return watch
+
+    def leave(self, name: str, watch: Watch) -> None:
+        """Stop watching: the last to leave drops the operation's entry."""
+        watch.watchers -= 1
+        if watch.watchers == 0 and self._watches.get(name) is watch:
+            del self._watches[name]
 
     def notify(
         self,
@@ -107,15 +130,15 @@ class Hub:
         """
         watch = self._watches.get(name)
         if watch is not None:
-            watch._fire(final, outcome)
+            watch.fire(final, outcome)
 
     def notify_all(self) -> None:
         """Wake every waiter to re-read its operation (e.g. after a lost connection)."""
         for watch in self._watches.values():
-            watch._fire(False)
+            watch.fire(False)
 
     def close(self) -> None:
         """Wake every waiter for good: the server is shutting down."""
         self._closed = True
         for watch in self._watches.values():
-            watch._fire(True)
+            watch.fire(True)

@@ -516,15 +516,17 @@ class OperationManager:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         recheck = self._store.recheck_interval
-        with self._hub.watch(name) as watch:
+        # A shared store announces other replicas' changes without saying what changed,
+        # so its waiters wake on any change and re-read.
+        any_change = progress is not None or recheck is not None
+        watch = self._hub.enter(name)
+        try:
             while True:
-                # A shared store announces other replicas' changes without saying what
-                # changed, so its waiters wake on any change and re-read.
-                event = watch.final if progress is None and recheck is None else watch.changed()
                 if watch.outcome is not None:  # finished here: no need to read it back
                     operation = operations_pb2.Operation()
                     operation.CopyFrom(watch.outcome)
                     return operation
+                seen = watch.changes
                 operation = self._visible(name, await self._store.get(name)).operation
                 if operation.done or self._hub.closed:
                     return operation
@@ -537,11 +539,9 @@ class OperationManager:
                 if left is not None and left <= 0:
                     return operation
                 bound = recheck if left is None else left if recheck is None else min(left, recheck)
-                try:
-                    async with asyncio.timeout(bound):
-                        await event.wait()
-                except TimeoutError:
-                    pass
+                await watch.sleep(seen, bound, any_change=any_change)
+        finally:
+            self._hub.leave(name, watch)
 
     async def list(
         self,

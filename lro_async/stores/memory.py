@@ -113,7 +113,7 @@ class MemoryStore(OperationStore):
         self._records[record.name] = stored
         if operation.done:
             self._leases.pop(record.name, None)
-        return Written(_copy(stored), applied=True)
+        return Written(stored, applied=True)  # read-only to the caller, never changed here
 
     async def delete(self, name: str) -> bool:
         record = self._records.pop(name, None)
