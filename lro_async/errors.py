@@ -18,7 +18,8 @@
 or as ``google.rpc.Code`` ints wherever one is passed in; errors raised to users carry
 ``grpc.StatusCode``.
 
-Conversion from ``grpc.aio.AioRpcError`` happens only in :func:`map_rpc_errors`.
+Conversion from ``grpc.aio.AioRpcError`` happens only in :func:`from_aio_error` (which
+:func:`map_rpc_errors` applies to a block).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "RpcError",
     "StoreError",
     "UnexpectedOperationState",
+    "from_aio_error",
     "map_rpc_errors",
     "status_code",
 ]
@@ -249,7 +251,9 @@ def map_rpc_errors() -> Iterator[None]:
     try:
         yield
     except grpc.aio.AioRpcError as exc:
-        code = exc.code()
-        raise rpc_error(
-            code, exc.details() or "", _status_details(exc.trailing_metadata())
-        ) from exc
+        raise from_aio_error(exc) from exc
+
+
+def from_aio_error(exc: grpc.aio.AioRpcError) -> RpcError:
+    """The :class:`RpcError` (subclass) for a failed grpc.aio call, with its details."""
+    return rpc_error(exc.code(), exc.details() or "", _status_details(exc.trailing_metadata()))

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Iterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncGenerator, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import grpc
 from google.longrunning import operations_pb2
@@ -125,8 +125,11 @@ class Waiters:
         """
         waiter, ticket = self.join(name, (observer,), deadline=deadline)
         try:
-            async with asyncio.timeout_at(deadline):
+            if deadline is None:  # no Timeout object for each of thousands of waits
                 await waiter.settled()
+            else:
+                async with asyncio.timeout_at(deadline):
+                    await waiter.settled()
         finally:
             await waiter.leave(ticket)
         return waiter.outcome()
@@ -184,9 +187,10 @@ class Waiter:
         self._task: asyncio.Task[None] | None = None
         self._retired: set[asyncio.Task[None]] = set()  # replaced tasks, cancelled, ending
         self._plain_long_poll = False  # the task awaits a WaitOperation without the header
+        self._progress_waits: Iterator[float] | None = None  # while the header is unproven
         self._latest: operations_pb2.Operation | None = None
         self._version = 0  # bumped on the first state, each metadata change, and the end
-        self._bumped = asyncio.Event()  # set and replaced at every bump
+        self._bumped: asyncio.Event | None = None  # made by updates(), set at the next bump
         self._settled = asyncio.Event()
         self._final: operations_pb2.Operation | None = None
         self._error: Exception | None = None
@@ -245,8 +249,9 @@ class Waiter:
 
     # -- results ----------------------------------------------------------------------
 
-    async def settled(self) -> None:
-        await self._settled.wait()
+    def settled(self) -> Coroutine[Any, Any, Literal[True]]:
+        """Await this until the wait has ended (see :meth:`outcome`)."""
+        return self._settled.wait()
 
     def outcome(self) -> operations_pb2.Operation:
         """The done operation, or raise the error that ended the wait."""
@@ -268,6 +273,8 @@ class Waiter:
                 continue
             if self._error is not None:
                 raise self._error.with_traceback(self._error_tb)
+            if self._bumped is None:
+                self._bumped = asyncio.Event()
             await self._bumped.wait()
 
     # -- the task ---------------------------------------------------------------------
@@ -297,9 +304,11 @@ class Waiter:
 
     async def _follow(self) -> operations_pb2.Operation:
         """Make RPCs until the operation is done; raise a permanent error."""
+        # Backoff delays, made when first needed (most waits never need any): between
+        # retries, and between polls and after early answers.
         retries: Iterator[float] | None = None
-        pauses = self._policy.poll.delays()  # between polls, and after early answers
-        progress_waits = self._policy.poll.delays()  # waits while the header is unproven
+        pauses: Iterator[float] | None = None
+        self._progress_waits = None
         while True:
             mode = self._owner.long_poll
             if mode is None and (probe := self._owner.begin_probe()) is not None:
@@ -309,7 +318,7 @@ class Waiter:
                 if mode is None:
                     operation, early = await self._probe()
                 elif mode:
-                    operation, early = await self._long_poll(progress_waits)
+                    operation, early = await self._long_poll()
                 else:
                     operation, early = await self._poll(), True
             except RpcError as exc:
@@ -328,14 +337,14 @@ class Waiter:
             if operation.done:
                 return operation
             if changed and self._listeners:
-                pauses = self._policy.poll.delays()
-                progress_waits = self._policy.poll.delays()
+                pauses = self._progress_waits = None
                 if mode:
                     continue  # someone listens for the next change: reopen at once
             if early:
+                pauses = pauses or self._policy.poll.delays()
                 await asyncio.sleep(next(pauses))
             else:
-                pauses = self._policy.poll.delays()
+                pauses = None
 
     async def _probe(self) -> tuple[operations_pb2.Operation, bool]:
         """A WaitOperation that answers at once, telling every waiter whether to long-poll.
@@ -345,7 +354,7 @@ class Waiter:
         """
         verdict: bool | None = None
         try:
-            operation, _ = await self._long_poll(iter(()), wait=0.0)
+            operation, _ = await self._long_poll(wait=0.0)
             verdict = True
         except RpcError as exc:
             if exc.code is grpc.StatusCode.UNIMPLEMENTED:
@@ -371,11 +380,12 @@ class Waiter:
             )
 
     async def _long_poll(
-        self, progress_waits: Iterator[float], *, wait: float | None = None
+        self, *, wait: float | None = None
     ) -> tuple[operations_pb2.Operation, bool]:
         """One WaitOperation; return the answer and whether it came early."""
         await self._owner.pacer.open()
         progress = self._listeners > 0
+        backoff = wait is None  # not a probe: progress waits back off while unproven
         wait = self._policy.long_poll if wait is None else wait
         metadata = self._owner.metadata
         if progress:
@@ -383,8 +393,9 @@ class Waiter:
             # between our calls, so no change a round trip apart is missed.
             seen = self._latest.metadata if self._latest is not None else None
             metadata += (progress_header(seen),)
-            if not self._owner.honours_progress:
-                wait = min(wait, next(progress_waits, wait))
+            if backoff and not self._owner.honours_progress:
+                self._progress_waits = self._progress_waits or self._policy.poll.delays()
+                wait = min(wait, next(self._progress_waits, wait))
         left = self._time_left()
         if left is not None:
             wait = min(wait, left)
@@ -429,8 +440,9 @@ class Waiter:
 
     def _bump(self) -> None:
         self._version += 1
-        bumped, self._bumped = self._bumped, asyncio.Event()
-        bumped.set()
+        bumped, self._bumped = self._bumped, None
+        if bumped is not None:
+            bumped.set()
 
     def _publish(self, operation: operations_pb2.Operation) -> bool:
         """Record a new state; return whether its metadata differs from the previous one."""
