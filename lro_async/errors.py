@@ -18,15 +18,15 @@
 or as ``google.rpc.Code`` ints wherever one is passed in; errors raised to users carry
 ``grpc.StatusCode``.
 
-Conversion from ``grpc.aio.AioRpcError`` happens only in :func:`from_aio_error` (which
-:func:`map_rpc_errors` applies to a block).
+Conversion from ``grpc.aio.AioRpcError`` happens only in :func:`rpc_call`, which awaits
+a call and raises ``from`` the gRPC error.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -47,10 +47,11 @@ __all__ = [
     "RpcError",
     "StoreError",
     "UnexpectedOperationState",
-    "from_aio_error",
-    "map_rpc_errors",
+    "rpc_call",
     "status_code",
 ]
+
+R = TypeVar("R")
 
 _BY_INT: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -241,19 +242,29 @@ def _status_details(trailing: grpc.aio.Metadata | None) -> tuple[any_pb2.Any, ..
     return ()
 
 
-@contextlib.contextmanager
-def map_rpc_errors() -> Iterator[None]:
-    """Turn a ``grpc.aio.AioRpcError`` raised inside the block into an :class:`RpcError`.
+async def rpc_call(call: Awaitable[R]) -> R:
+    """Await one grpc.aio call, raising an :class:`RpcError` for a failed one.
 
     The original error is chained as ``__cause__``; ``google.rpc.Status`` details sent in
-    the ``grpc-status-details-bin`` trailer are kept on ``.details``.
+    the ``grpc-status-details-bin`` trailer are kept on ``.details``. grpc.aio raises
+    ``asyncio.CancelledError`` in the task awaiting a call cancelled locally, e.g. by
+    ``channel.close()``; unless the task itself is being cancelled, that is a failed call
+    (CANCELLED), not a cancellation of the caller.
+
+    A coroutine rather than a context manager (httpcore's ``map_exceptions``): a client
+    holds thousands of calls open, and every object each one keeps is walked by every
+    full garbage collection.
     """
     try:
-        yield
+        return await call
     except grpc.aio.AioRpcError as exc:
-        raise from_aio_error(exc) from exc
-
-
-def from_aio_error(exc: grpc.aio.AioRpcError) -> RpcError:
-    """The :class:`RpcError` (subclass) for a failed grpc.aio call, with its details."""
-    return rpc_error(exc.code(), exc.details() or "", _status_details(exc.trailing_metadata()))
+        details = _status_details(exc.trailing_metadata())
+        raise rpc_error(exc.code(), exc.details() or "", details) from exc
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise RpcError(
+            "the call was cancelled locally (is the channel closed?)",
+            code=grpc.StatusCode.CANCELLED,
+        ) from exc

@@ -9,22 +9,19 @@ lives above the seam.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Sequence
-from typing import Protocol, TypeAlias, TypeVar
+from collections.abc import Sequence
+from typing import Protocol, TypeAlias
 
 import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
-from ..errors import RpcError, from_aio_error
+from ..errors import rpc_call
 from ..protobuf import seconds_duration
 
 __all__ = ["GrpcTransport", "Metadata", "OperationsTransport"]
 
 #: Request metadata: ``(key, value)`` pairs, keys lower case, ``-bin`` keys with bytes values.
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
-
-R = TypeVar("R")
 
 
 class OperationsTransport(Protocol):
@@ -60,28 +57,6 @@ class OperationsTransport(Protocol):
     ) -> operations_pb2.ListOperationsResponse: ...
 
 
-async def _unary(call: Awaitable[R]) -> R:
-    """Await one call, raising lro_async errors (see :func:`~lro_async.errors.from_aio_error`).
-
-    grpc.aio raises ``asyncio.CancelledError`` in the task awaiting a call that was
-    cancelled locally, e.g. by ``channel.close()``; unless the task itself is being
-    cancelled, that is an RPC failure (CANCELLED), not a cancellation of the caller.
-    A coroutine rather than a context manager: thousands of these are open at once.
-    """
-    try:
-        return await call
-    except grpc.aio.AioRpcError as exc:
-        raise from_aio_error(exc) from exc
-    except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
-            raise
-        raise RpcError(
-            "the call was cancelled locally (is the channel closed?)",
-            code=grpc.StatusCode.CANCELLED,
-        ) from exc
-
-
 class GrpcTransport:
     """:class:`OperationsTransport` over a ``grpc.aio`` channel (which it does not own)."""
 
@@ -92,7 +67,7 @@ class GrpcTransport:
         self, name: str, *, timeout: float | None, metadata: Metadata
     ) -> operations_pb2.Operation:
         request = operations_pb2.GetOperationRequest(name=name)
-        return await _unary(self._stub.GetOperation(request, timeout=timeout, metadata=metadata))
+        return await rpc_call(self._stub.GetOperation(request, timeout=timeout, metadata=metadata))
 
     async def wait(
         self, name: str, wait: float | None, *, timeout: float | None, metadata: Metadata
@@ -100,15 +75,15 @@ class GrpcTransport:
         request = operations_pb2.WaitOperationRequest(name=name)
         if wait is not None:
             request.timeout.CopyFrom(seconds_duration(max(wait, 0.0)))
-        return await _unary(self._stub.WaitOperation(request, timeout=timeout, metadata=metadata))
+        return await rpc_call(self._stub.WaitOperation(request, timeout=timeout, metadata=metadata))
 
     async def cancel(self, name: str, *, timeout: float | None, metadata: Metadata) -> None:
         request = operations_pb2.CancelOperationRequest(name=name)
-        await _unary(self._stub.CancelOperation(request, timeout=timeout, metadata=metadata))
+        await rpc_call(self._stub.CancelOperation(request, timeout=timeout, metadata=metadata))
 
     async def delete(self, name: str, *, timeout: float | None, metadata: Metadata) -> None:
         request = operations_pb2.DeleteOperationRequest(name=name)
-        await _unary(self._stub.DeleteOperation(request, timeout=timeout, metadata=metadata))
+        await rpc_call(self._stub.DeleteOperation(request, timeout=timeout, metadata=metadata))
 
     async def list(
         self,
@@ -123,4 +98,6 @@ class GrpcTransport:
         request = operations_pb2.ListOperationsRequest(
             name=parent, filter=filter, page_size=page_size, page_token=page_token
         )
-        return await _unary(self._stub.ListOperations(request, timeout=timeout, metadata=metadata))
+        return await rpc_call(
+            self._stub.ListOperations(request, timeout=timeout, metadata=metadata)
+        )
