@@ -4,9 +4,10 @@ N waiters (10,000 by default) whose operations all finish at once: the server fi
 every operation in one go and the figure is the time from the start of that until the
 client has the last answer (and half of them). The bare limit is a grpc.aio WaitOperation
 handler awaiting a plain ``asyncio.Event`` per operation, on which the same client waits.
-The two runs of the target repeat open-then-finish three times on new operations (one
-server and client process per run) and the figure is the median; the raw-client runs,
-which only tell which side the time goes to, run once.
+The two runs of the target repeat open-then-finish three times on new operations, taking
+turns (lro_async, bare, lro_async, ...: both servers stay up, a client process per round)
+so that a change in the machine's load between rounds lands on both; the figure is the
+median of each. The raw-client runs, which only tell which side the time goes to, run once.
 
 Runs (server, client): (lro_async, lro_async) against (bare, lro_async) is the target;
 (lro_async, raw grpc.aio) against (bare, raw) isolates the server with the least client.
@@ -24,6 +25,19 @@ RUNS = (("lro", "lro"), ("bare", "lro"), ("lro", "raw"), ("bare", "raw"))
 LABELS = {"lro": "lro_async", "bare": "bare", "raw": "raw grpc.aio"}
 HEADLINE = 10_000
 ROUNDS = 3
+
+
+def _merge(into: dict[str, Any], result: dict[str, Any]) -> None:
+    """Add one client run (one round) to the rounds of its (server, client) pair."""
+    if not into:
+        into.update(result)
+        return
+    into["wakes"] = into["wakes"] + result["wakes"]
+    into["failed"] += result["failed"]
+    into["failures"] = (into["failures"] + result["failures"])[:5]
+    into["waiting_at_open"] = min(into["waiting_at_open"], result["waiting_at_open"])
+    lasts = [w["last_answered"] for w in into["wakes"] if w["last_answered"] is not None]
+    into["last_answered"] = statistics.median(lasts) if lasts else None
 
 
 def run(settings: Settings) -> Report:
@@ -50,14 +64,26 @@ def run(settings: Settings) -> Report:
     )
     results: dict[tuple[int, str, str], dict[str, Any]] = {}
     for size in sizes:
-        for server_kind, client in RUNS:
+        with (
+            ServerProcess("lro", count_rpcs=True) as lro,
+            ServerProcess("bare", count_rpcs=True) as bare,
+        ):
+            targets = {"lro": lro.target, "bare": bare.target}
             # The raw-client runs only attribute the time to a side: one round each.
-            runs = rounds if client == "lro" else 1
-            params = {"client": client, "count": size, "idle": 0, "rounds": runs}
-            with ServerProcess(server_kind, count_rpcs=True) as server:
-                params["target"] = server.target
-                result = run_client("waiters", params, timeout=300 + runs * size / 100)
-            results[size, server_kind, client] = result
+            turns = [run for _ in range(rounds) for run in RUNS if run[1] == "lro"]
+            turns += [run for run in RUNS if run[1] != "lro"]
+            for server_kind, client in turns:
+                params = {
+                    "client": client,
+                    "count": size,
+                    "idle": 0,
+                    "rounds": 1,
+                    "target": targets[server_kind],
+                }
+                result = run_client("waiters", params, timeout=300 + size / 100)
+                _merge(results.setdefault((size, server_kind, client), {}), result)
+        for server_kind, client in RUNS:
+            result = results[size, server_kind, client]
             wakes = result["wakes"]
 
             def median(key: str, wakes: list[dict[str, Any]] = wakes) -> float:
