@@ -7,7 +7,6 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Self
 
@@ -36,6 +35,7 @@ from .listing import parse_filter
 from .names import check_name, check_parent, new_name
 from .servicer import AsyncOperationsServicer
 from .tokens import PageTokens
+from .upkeep import EXPIRE_BATCH, Upkeep, now_us
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -53,11 +53,6 @@ the response message (None: ``google.protobuf.Empty``)."""
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 DAY = 86_400.0
-_EXPIRE_BATCH = 1000
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class OperationManager:
@@ -125,7 +120,7 @@ class OperationManager:
         self._page_tokens = PageTokens(page_token_key or secrets.token_bytes(32))
         self._hub = Hub()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._upkeep = Upkeep(self)
         self._opened: asyncio.Task[None] | None = None
         self._closed = False
         self._draining = False
@@ -140,30 +135,16 @@ class OperationManager:
         await asyncio.shield(self._opened)
 
     async def _open(self) -> None:
-        await self._store.open(self._on_remote_change, notify_all=self._on_lost_changes)
+        upkeep = self._upkeep
+        await self._store.open(upkeep.on_remote_change, notify_all=upkeep.on_lost_changes)
         if self._page_token_key is None and (secret := await self._store.shared_secret()):
             self._page_tokens = PageTokens(secret)
-        if self._shared:
-            self._spawn(self._heartbeat(), "lro_async:leases")
-        else:
-            await self._recover()
-        self._spawn(self._sweep_expired(), "lro_async:retention")
+        await upkeep.start()
 
     @property
-    def _shared(self) -> bool:
+    def shared(self) -> bool:
+        """Whether the store is shared with other processes (replicas)."""
         return self._store.recheck_interval is not None
-
-    async def _recover(self) -> None:
-        """Resume or abort what a previous process left running in a durable store."""
-        after: str | None = None
-        while batch := await self._store.running(100, after):
-            for record in batch:
-                work = self._resume(record.operation) if self._resume is not None else None
-                if work is not None:
-                    self._run_task(record.name, work)
-                else:
-                    await self._finish(record.name, error=_aborted(_RESTARTED))
-            after = batch[-1].name
 
     async def _ready(self) -> None:
         if self._closed:
@@ -201,9 +182,8 @@ class OperationManager:
             await self._finish(name, error=_cancelled("the server shut down"))
         for _, task in tasks:
             task.cancel()
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*(t for _, t in tasks), *self._background, return_exceptions=True)
+        await asyncio.gather(*(t for _, t in tasks), return_exceptions=True)
+        await self._upkeep.aclose()
         self._hub.close()
         await self._store.aclose()
 
@@ -270,14 +250,12 @@ class OperationManager:
         await self._ready()
         if self._draining:
             raise RpcError("the server is shutting down", code=grpc.StatusCode.UNAVAILABLE)
-        now = max(_now_us(), self._last_create_us + 1)  # unique, increasing page keys
+        now = max(now_us(), self._last_create_us + 1)  # unique, increasing page keys
         self._last_create_us = now
         operation = operations_pb2.Operation(name=new_name(parent))
         if packed is not None:
             operation.metadata.CopyFrom(packed)
-        lease = (
-            Lease(self.replica, now + int(self.lease * 1e6)) if leased and self._shared else None
-        )
+        lease = Lease(self.replica, now + int(self.lease * 1e6)) if leased and self.shared else None
         await self._store.create(OperationRecord(operation, now, now), lease=lease)
         return operation
 
@@ -353,7 +331,7 @@ class OperationManager:
         check_name(name)
         packed = self._metadata(metadata)
         await self._ready()
-        written = await self._store.set_metadata(name, packed, _now_us())
+        written = await self._store.set_metadata(name, packed, now_us())
         if written is not None and written.applied:
             self._hub.notify(name)
         return self._written(name, written)
@@ -426,7 +404,7 @@ class OperationManager:
         response: any_pb2.Any | None = None,
         error: status_pb2.Status | None = None,
     ) -> Written | None:
-        written = await self._store.finish(name, _now_us(), response=response, error=error)
+        written = await self._store.finish(name, now_us(), response=response, error=error)
         if written is not None and written.applied:
             self._hub.notify(name, final=True, outcome=written.record.operation)
         return written
@@ -435,43 +413,6 @@ class OperationManager:
         if written is None:
             raise OperationNotFound(f"operation {name!r} not found")
         return written.applied
-
-    def _on_remote_change(self, name: str) -> None:
-        self._hub.notify(name)
-        if name in self._tasks:  # cancelled (or aborted) by another replica?
-            self._spawn(self._cancel_if_done(name), f"lro_async:check:{name}")
-
-    def _on_lost_changes(self) -> None:
-        self._hub.notify_all()
-        if self._tasks:
-            self._spawn(self._cancel_finished_tasks(), "lro_async:check-all")
-
-    async def _cancel_if_done(self, name: str) -> None:
-        record = await self._store.get(name)
-        task = self._tasks.get(name)
-        if task is not None and (record is None or record.done):
-            task.cancel()
-
-    async def _cancel_finished_tasks(self) -> None:
-        for name in list(self._tasks):
-            await self._cancel_if_done(name)
-
-    async def _heartbeat(self) -> None:
-        """Renew this replica's leases; finish other replicas' expired ones with ABORTED."""
-        while True:
-            try:
-                now = _now_us()
-                renewed = await self._store.renew(self.replica, now + int(self.lease * 1e6))
-                if renewed < len(self._tasks):  # some were finished elsewhere, unannounced
-                    await self._cancel_finished_tasks()
-                while expired := await self._store.expired_leases(now, _EXPIRE_BATCH):
-                    for record in expired:
-                        await self._finish(record.name, error=_aborted(_REPLICA_GONE))
-                    if len(expired) < _EXPIRE_BATCH:
-                        break
-            except Exception:
-                logger.exception("renewing or reaping leases failed; will retry")
-            await asyncio.sleep(self.lease / 3)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -491,7 +432,7 @@ class OperationManager:
         return record
 
     def _expired(self, record: OperationRecord) -> bool:
-        return record.done and record.update_time < _now_us() - int(self.retention * 1e6)
+        return record.done and record.update_time < now_us() - int(self.retention * 1e6)
 
     async def wait(
         self, name: str, timeout: float | None = None, *, progress: str | None = None
@@ -583,31 +524,16 @@ class OperationManager:
         )
         return [r.operation for r in records if not self._expired(r)], token
 
-    # -- background -------------------------------------------------------------------
-
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _sweep_expired(self) -> None:
-        interval = min(self.retention / 10, 3600.0)
-        while True:
-            try:
-                await self.expire()
-            except Exception:
-                logger.exception("expiring done operations failed; will retry")
-            await asyncio.sleep(interval)
+    # -- retention --------------------------------------------------------------------
 
     async def expire(self) -> int:
         """Delete done operations older than the retention now, in batches; return how many."""
-        cutoff = _now_us() - int(self.retention * 1e6)
+        cutoff = now_us() - int(self.retention * 1e6)
         total = 0
         while True:
-            deleted = await self._store.expire(cutoff, _EXPIRE_BATCH)
+            deleted = await self._store.expire(cutoff, EXPIRE_BATCH)
             total += deleted
-            if deleted < _EXPIRE_BATCH:
+            if deleted < EXPIRE_BATCH:
                 return total
             await asyncio.sleep(0)  # let requests in between batches
 
@@ -619,14 +545,6 @@ def _check_size(size: int, limit: int, what: str) -> None:
 
 def _cancelled(message: str) -> status_pb2.Status:
     return status_pb2.Status(code=code_number(grpc.StatusCode.CANCELLED), message=message)
-
-
-_RESTARTED = "the server restarted before the operation finished"
-_REPLICA_GONE = "the server replica running the operation stopped before it finished"
-
-
-def _aborted(message: str) -> status_pb2.Status:
-    return status_pb2.Status(code=code_number(grpc.StatusCode.ABORTED), message=message)
 
 
 def _internal() -> status_pb2.Status:

@@ -1,0 +1,141 @@
+"""Upkeep: what an OperationManager does in the background, and the tasks that do it.
+
+- **Recovery** (a store only this process uses): at start, every operation a previous
+  process left running is resumed or finished with ABORTED.
+- **Leases** (a store shared by replicas): a heartbeat renews this replica's leases and
+  finishes other replicas' expired ones with ABORTED.
+- **Remote changes** (a shared store): another replica's change wakes local waiters, and
+  cancels the local task of an operation that was finished elsewhere (CancelOperation
+  served by another replica).
+- **Retention**: done operations older than the retention are deleted now and then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+import grpc
+from google.rpc import status_pb2
+
+from ..errors import code_number
+
+if TYPE_CHECKING:
+    from .manager import OperationManager
+
+__all__ = ["EXPIRE_BATCH", "Upkeep", "now_us"]
+
+logger = logging.getLogger("lro_async")
+
+EXPIRE_BATCH = 1000
+"""Most operations one store call expires or aborts."""
+
+_RESTARTED = "the server restarted before the operation finished"
+_REPLICA_GONE = "the server replica running the operation stopped before it finished"
+
+
+def now_us() -> int:
+    """Microseconds since the Unix epoch: the store's clock."""
+    return time.time_ns() // 1000
+
+
+class Upkeep:
+    """The background duties of one manager; it owns (and ends) every task they start."""
+
+    def __init__(self, manager: OperationManager) -> None:
+        self._manager = manager
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Recover or start the heartbeat, and start the retention sweeper."""
+        if self._manager.shared:
+            self._spawn(self._heartbeat(), "lro_async:leases")
+        else:
+            await self._recover()
+        self._spawn(self._sweep_expired(), "lro_async:retention")
+
+    async def aclose(self) -> None:
+        """Cancel every task and wait until they have ended."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def on_remote_change(self, name: str) -> None:
+        """Another process changed *name*: wake its waiters, and stop its work if it ended."""
+        manager = self._manager
+        manager._hub.notify(name)
+        if name in manager._tasks:  # cancelled (or aborted) by another replica?
+            self._spawn(self._cancel_if_done(name), f"lro_async:check:{name}")
+
+    def on_lost_changes(self) -> None:
+        """Changes may have gone unannounced (a lost connection): re-check everything."""
+        manager = self._manager
+        manager._hub.notify_all()
+        if manager._tasks:
+            self._spawn(self._cancel_finished_tasks(), "lro_async:check-all")
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recover(self) -> None:
+        """Resume or abort what a previous process left running in a durable store."""
+        manager = self._manager
+        after: str | None = None
+        while batch := await manager._store.running(100, after):
+            for record in batch:
+                resume = manager._resume
+                work = resume(record.operation) if resume is not None else None
+                if work is not None:
+                    manager._run_task(record.name, work)
+                else:
+                    await manager._finish(record.name, error=_aborted(_RESTARTED))
+            after = batch[-1].name
+
+    async def _cancel_if_done(self, name: str) -> None:
+        manager = self._manager
+        record = await manager._store.get(name)
+        task = manager._tasks.get(name)
+        if task is not None and (record is None or record.done):
+            task.cancel()
+
+    async def _cancel_finished_tasks(self) -> None:
+        for name in list(self._manager._tasks):
+            await self._cancel_if_done(name)
+
+    async def _heartbeat(self) -> None:
+        """Renew this replica's leases; finish other replicas' expired ones with ABORTED."""
+        manager = self._manager
+        store = manager._store
+        while True:
+            try:
+                now = now_us()
+                renewed = await store.renew(manager.replica, now + int(manager.lease * 1e6))
+                if renewed < len(manager._tasks):  # some were finished elsewhere, unannounced
+                    await self._cancel_finished_tasks()
+                while expired := await store.expired_leases(now, EXPIRE_BATCH):
+                    for record in expired:
+                        await manager._finish(record.name, error=_aborted(_REPLICA_GONE))
+                    if len(expired) < EXPIRE_BATCH:
+                        break
+            except Exception:
+                logger.exception("renewing or reaping leases failed; will retry")
+            await asyncio.sleep(manager.lease / 3)
+
+    async def _sweep_expired(self) -> None:
+        interval = min(self._manager.retention / 10, 3600.0)
+        while True:
+            try:
+                await self._manager.expire()
+            except Exception:
+                logger.exception("expiring done operations failed; will retry")
+            await asyncio.sleep(interval)
+
+
+def _aborted(message: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code_number(grpc.StatusCode.ABORTED), message=message)
