@@ -119,9 +119,7 @@ Records = list[OperationRecord]
 class Written:
     """The outcome of a conditional write.
 
-    :param record: the operation after the write, or as it was if the write was refused;
-        read-only to the caller, so a store may hand out the record it keeps (as long as
-        it never changes that record later).
+    :param record: the operation after the write, or as it was if the write was refused.
     :param applied: whether this write changed it (False: it was already done).
     """
 

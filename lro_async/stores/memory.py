@@ -17,6 +17,7 @@ from .base import (
     Written,
     check_outcome,
     mark_done,
+    parent_of,
 )
 
 if TYPE_CHECKING:
@@ -28,17 +29,31 @@ if TYPE_CHECKING:
 __all__ = ["MemoryStore"]
 
 
-def _copy(record: OperationRecord) -> OperationRecord:
-    operation = operations_pb2.Operation()
-    operation.CopyFrom(record.operation)
-    return OperationRecord(operation, record.create_time, record.update_time)
+_Kept = tuple[int, int, bool, bytes]
+"""A record as MemoryStore keeps it: create time, update time, done, the serialized operation.
+
+Bytes and ints, in a tuple: the garbage collector stops tracking such a tuple, so a store
+of a million operations adds nothing to every full collection's walk (a kept protobuf
+message and a record object per operation would add two million objects to it).
+"""
+
+
+def _keep(record: OperationRecord) -> _Kept:
+    operation = record.operation
+    return (record.create_time, record.update_time, operation.done, operation.SerializeToString())
+
+
+def _record(kept: _Kept) -> OperationRecord:
+    """A fresh record, the caller's to keep and change."""
+    return OperationRecord(operations_pb2.Operation.FromString(kept[3]), kept[0], kept[1])
 
 
 class MemoryStore(OperationStore):
     """Keeps operations in this process's memory; they are gone when it exits.
 
     Every method completes without awaiting anything, so each one is atomic with respect
-    to the event loop: a conditional finish can never interleave with another.
+    to the event loop: a conditional finish can never interleave with another. Operations
+    are kept serialized, out of the garbage collector's sight.
 
     >>> import asyncio, lro_async
     >>> async def main() -> None:
@@ -52,7 +67,7 @@ class MemoryStore(OperationStore):
     may_stall = False  # no method awaits anything: no timeout needed around its calls
 
     def __init__(self) -> None:
-        self._records: dict[str, OperationRecord] = {}
+        self._records: dict[str, _Kept] = {}
         self._order: list[PageKey] = []  # every record's page key, sorted
         self._leases: dict[str, Lease] = {}  # of operations not done yet
 
@@ -62,28 +77,26 @@ class MemoryStore(OperationStore):
     async def create(self, record: OperationRecord, *, lease: Lease | None = None) -> None:
         if record.name in self._records:
             raise StoreError(f"operation {record.name!r} exists already")
-        stored = _copy(record)
-        self._records[record.name] = stored
-        bisect.insort(self._order, stored.page_key)
+        self._records[record.name] = _keep(record)
+        bisect.insort(self._order, record.page_key)
         if lease is not None and not record.done:
             self._leases[record.name] = lease
 
     async def get(self, name: str) -> OperationRecord | None:
-        record = self._records.get(name)
-        return None if record is None else _copy(record)
+        kept = self._records.get(name)
+        return None if kept is None else _record(kept)
 
     async def set_metadata(
         self, name: str, metadata: any_pb2.Any, update_time: int
     ) -> Written | None:
-        record = self._records.get(name)
-        if record is None:
+        kept = self._records.get(name)
+        if kept is None:
             return None
+        record = _record(kept)
         if record.done:
-            return Written(_copy(record), applied=False)
-        operation = operations_pb2.Operation()
-        operation.CopyFrom(record.operation)
-        operation.metadata.CopyFrom(metadata)
-        return self._replace(record, operation, update_time)
+            return Written(record, applied=False)
+        record.operation.metadata.CopyFrom(metadata)
+        return self._replace(record, update_time)
 
     async def finish(
         self,
@@ -94,33 +107,31 @@ class MemoryStore(OperationStore):
         error: status_pb2.Status | None = None,
     ) -> Written | None:
         check_outcome(response, error)
-        record = self._records.get(name)
-        if record is None:
+        kept = self._records.get(name)
+        if kept is None:
             return None
+        record = _record(kept)
         if record.done:
-            return Written(_copy(record), applied=False)
-        operation = operations_pb2.Operation()
-        operation.CopyFrom(record.operation)
-        mark_done(operation, response, error)
-        return self._replace(record, operation, update_time)
+            return Written(record, applied=False)
+        mark_done(record.operation, response, error)
+        return self._replace(record, update_time)
 
-    def _replace(
-        self, record: OperationRecord, operation: operations_pb2.Operation, update_time: int
-    ) -> Written:
+    def _replace(self, changed: OperationRecord, update_time: int) -> Written:
+        """Keep *changed* (a fresh record, changed) with its new update time."""
         stored = OperationRecord(
-            operation, record.create_time, max(update_time, record.update_time)
+            changed.operation, changed.create_time, max(update_time, changed.update_time)
         )
-        self._records[record.name] = stored
-        if operation.done:
-            self._leases.pop(record.name, None)
-        return Written(stored, applied=True)  # read-only to the caller, never changed here
+        self._records[stored.name] = _keep(stored)
+        if stored.done:
+            self._leases.pop(stored.name, None)
+        return Written(stored, applied=True)
 
     async def delete(self, name: str) -> bool:
-        record = self._records.pop(name, None)
-        if record is None:
+        kept = self._records.pop(name, None)
+        if kept is None:
             return False
         self._leases.pop(name, None)
-        index = bisect.bisect_left(self._order, record.page_key)
+        index = bisect.bisect_left(self._order, (kept[0], name))
         del self._order[index]
         return True
 
@@ -137,19 +148,20 @@ class MemoryStore(OperationStore):
         for index in range(start, len(self._order)):
             if len(page) >= limit:
                 break
-            record = self._records[self._order[index][1]]
-            if parent is not None and record.parent != parent:
+            name = self._order[index][1]
+            if parent is not None and parent_of(name) != parent:
                 continue
+            record = _record(self._records[name])
             if filter is not None and not filter.matches(record):
                 continue
-            page.append(_copy(record))
+            page.append(record)
         return page
 
     async def expire(self, done_before: int, limit: int) -> int:
         expired = [
             name
-            for name, record in self._records.items()
-            if record.done and record.update_time < done_before
+            for name, (_, update_time, done, _) in self._records.items()
+            if done and update_time < done_before
         ][:limit]
         for name in expired:
             await self.delete(name)
@@ -158,10 +170,10 @@ class MemoryStore(OperationStore):
     async def running(self, limit: int, after: str | None = None) -> Records:
         names = sorted(
             name
-            for name, record in self._records.items()
-            if not record.done and (after is None or name > after)
+            for name, (_, _, done, _) in self._records.items()
+            if not done and (after is None or name > after)
         )
-        return [_copy(self._records[name]) for name in names[:limit]]
+        return [_record(self._records[name]) for name in names[:limit]]
 
     async def renew(self, owner: str, expires: int) -> int:
         renewed = 0
@@ -173,4 +185,4 @@ class MemoryStore(OperationStore):
 
     async def expired_leases(self, now: int, limit: int) -> Records:
         names = sorted(name for name, lease in self._leases.items() if lease.expires < now)
-        return [_copy(self._records[name]) for name in names[:limit]]
+        return [_record(self._records[name]) for name in names[:limit]]

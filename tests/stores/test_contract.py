@@ -111,9 +111,9 @@ async def test_records_handed_in_or_out_are_never_aliased(store: OperationStore)
     assert got == original
     assert got is not None
     got.operation.metadata.type_url = "changed"
-    # A Written's record is read-only to the caller (a store may hand out its own).
     written = await store.set_metadata("operations/a", pack(empty_pb2.Empty()), 2)
     assert written is not None
+    written.record.operation.metadata.type_url = "changed again"
     [listed] = await store.list(None, limit=10)
     listed.operation.name = "renamed"
     [running] = await store.running(10)
