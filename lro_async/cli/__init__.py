@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="also serve Operations over HTTP/JSON on this port (0: a free one; "
-        "needs the http extra)",
+        "HTTPS with the --tls-* files; needs the http extra)",
     )
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain on shutdown")
     serve.add_argument(
@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         help="with PostgreSQL: seconds after which other replicas abort a dead one's work",
     )
-    serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this PEM certificate")
+    serve.add_argument(
+        "--tls-cert", metavar="FILE", help="serve TLS (and HTTPS) with this PEM certificate"
+    )
     serve.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     serve.add_argument(
         "--tls-ca",
@@ -139,9 +141,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 async def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
-        from .serve import serve_forever, server_credentials
+        from .serve import serve_forever, server_credentials, server_ssl_context
 
         credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_ca)
+        http_ssl = (
+            server_ssl_context(args.tls_cert, args.tls_key, args.tls_ca)
+            if credentials is not None and args.http_port is not None
+            else None
+        )
         with _errors():
             await serve_forever(
                 args.host,
@@ -151,6 +158,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
                 lease=args.lease,
                 credentials=credentials,
                 http_port=args.http_port,
+                http_ssl=http_ssl,
             )
         return EXIT_OK
     if args.command == "demo":

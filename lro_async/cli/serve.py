@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 
@@ -20,7 +21,13 @@ from ..server.servicer import server_options
 from ..stores import from_url
 from . import EXIT_USAGE, CommandError, read_pem
 
-__all__ = ["Running", "running_server", "serve_forever", "server_credentials"]
+__all__ = [
+    "Running",
+    "running_server",
+    "serve_forever",
+    "server_credentials",
+    "server_ssl_context",
+]
 
 logger = logging.getLogger("lro_async")
 
@@ -52,6 +59,7 @@ async def running_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
     http_port: int | None = None,
+    http_ssl: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Running]:
     """Start a server with every lro-async service on ``host:port``; drain it on exit.
 
@@ -62,9 +70,10 @@ async def running_server(
     CANCELLED). Then the server stops; nothing acknowledged is lost.
 
     :param credentials: serve TLS with these (see :func:`server_credentials`); None: plaintext.
-    :param http_port: also serve Operations over HTTP/JSON (plaintext) on ``host:http_port``
-        (0: a free port) from the same manager; it drains and stops with the gRPC server.
+    :param http_port: also serve Operations over HTTP/JSON on ``host:http_port`` (0: a
+        free port) from the same manager; it drains and stops with the gRPC server.
         Needs the ``http`` extra.
+    :param http_ssl: serve that as HTTPS with this context (see :func:`server_ssl_context`).
     :raises ValueError: for an unknown store URL.
     :raises OSError: if the address cannot be bound.
     """
@@ -95,7 +104,7 @@ async def running_server(
             http_target = (
                 None
                 if http_port is None
-                else await _serve_http(http, manager, host, http_port, grace)
+                else await _serve_http(http, manager, host, http_port, grace, http_ssl)
             )
         except BaseException:
             await asyncio.gather(server.stop(None), manager.aclose())
@@ -118,7 +127,12 @@ async def running_server(
 
 
 async def _serve_http(
-    stack: contextlib.AsyncExitStack, manager: OperationManager, host: str, port: int, grace: float
+    stack: contextlib.AsyncExitStack,
+    manager: OperationManager,
+    host: str,
+    port: int,
+    grace: float,
+    ssl_context: ssl.SSLContext | None,
 ) -> str:
     """Start the HTTP/JSON server on *stack*; return its ``host:port``."""
     try:
@@ -127,7 +141,7 @@ async def _serve_http(
         raise CommandError(f"--http-port: {exc}", EXIT_USAGE) from exc
 
     served = await stack.enter_async_context(
-        running_http_server(asgi_app(manager), host, port, grace=grace)
+        running_http_server(asgi_app(manager), host, port, grace=grace, ssl_context=ssl_context)
     )
     return f"{host}:{served.port}"
 
@@ -154,6 +168,26 @@ def server_credentials(
     )
 
 
+def server_ssl_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLContext:
+    """The HTTPS side of ``--tls-cert``, ``--tls-key`` and ``--tls-ca`` (mutual TLS).
+
+    The HTTP/JSON app sees no certificate names: with *client_ca* only clients holding
+    a certificate it signed get in, but an authorizer tells them apart by headers alone.
+
+    :raises CommandError: if the files are not a matching PEM certificate and key, or
+        *client_ca* is not PEM certificates.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+        if client_ca is not None:
+            context.load_verify_locations(cafile=client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(f"cannot serve HTTPS with these TLS files: {exc}", EXIT_USAGE) from exc
+    return context
+
+
 async def serve_forever(
     host: str,
     port: int,
@@ -163,11 +197,13 @@ async def serve_forever(
     lease: float = 30.0,
     credentials: grpc.ServerCredentials | None = None,
     http_port: int | None = None,
+    http_ssl: ssl.SSLContext | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then drain gracefully within *grace* seconds.
 
     :param credentials: serve TLS with these; None: plaintext.
     :param http_port: also serve HTTP/JSON on this port.
+    :param http_ssl: serve that as HTTPS with this context.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = asyncio.Event()
@@ -183,11 +219,13 @@ async def serve_forever(
             lease=lease,
             credentials=credentials,
             http_port=http_port,
+            http_ssl=http_ssl,
         ) as running:
             tls = "" if credentials is None else "TLS, "
             print(f"lro-async: serving on {running.target} ({tls}store {store_url})", flush=True)
             if running.http_target is not None:
-                print(f"lro-async: serving HTTP/JSON on {running.http_target}", flush=True)
+                scheme = "HTTP" if http_ssl is None else "HTTPS"
+                print(f"lro-async: serving {scheme}/JSON on {running.http_target}", flush=True)
             await stop.wait()
             print(f"lro-async: draining (up to {grace:g}s)", file=sys.stderr, flush=True)
     finally:

@@ -84,17 +84,26 @@ class HttpTransport:
     :param prefix: the path in front of every route.
     :param client: an ``httpx.AsyncClient`` to send every request with (not closed by
         :meth:`aclose`); default: as many of its own as it takes, see :class:`Clients`.
+    :param ssl_context: for an ``https://`` URL, verify the server with this context (and
+        present the client certificate loaded into it); default: the system's CAs.
     """
 
     def __init__(
-        self, url: str, *, prefix: str = "/v1", client: httpx.AsyncClient | None = None
+        self,
+        url: str,
+        *,
+        prefix: str = "/v1",
+        client: httpx.AsyncClient | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"expected an http:// or https:// URL, not {url!r}")
         prefix = prefix.strip("/")
         self._base = url.rstrip("/") + (f"/{prefix}" if prefix else "")
-        self._clients = Clients(tls=parts.scheme == "https", given=client)
+        if ssl_context is not None and parts.scheme != "https":
+            raise ValueError(f"an ssl_context needs an https:// URL, not {url!r}")
+        self._clients = Clients(tls=parts.scheme == "https", given=client, ssl_context=ssl_context)
 
     async def aclose(self) -> None:
         """Close the httpx clients this transport made."""
@@ -189,13 +198,21 @@ class Clients:
     :param size: connections per client.
     :param tls: whether the server is ``https://`` (else no certificates are loaded).
     :param given: use only this client, never closed here.
+    :param ssl_context: verify the server (and present a client certificate) with this;
+        None: the system's CA certificates.
     """
 
     def __init__(
-        self, size: int = 16, *, tls: bool = True, given: httpx.AsyncClient | None = None
+        self,
+        size: int = 16,
+        *,
+        tls: bool = True,
+        given: httpx.AsyncClient | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._size = size
         self._tls = tls
+        self._ssl_context = ssl_context
         self._owned = given is None
         self._clients: list[httpx.AsyncClient] = [] if given is None else [given]
         self._busy: list[int] = [0] * len(self._clients)  # requests in flight, per client
@@ -231,7 +248,7 @@ class Clients:
     def _new(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             # Loading the CA certificates takes 50 ms: once per process, and not for http://.
-            verify=_ssl_context() if self._tls else False,
+            verify=(self._ssl_context or _system_ssl_context()) if self._tls else False,
             limits=httpx.Limits(
                 max_connections=self._size,
                 max_keepalive_connections=self._size,
@@ -251,7 +268,7 @@ def _closed() -> RpcError:
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
+def _system_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
@@ -65,6 +66,7 @@ class AsyncOperationsClient:
         headers: Mapping[str, str] | Metadata = (),
         prefix: str = "/v1",
         policy: WaitPolicy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Self:
         """A client of an HTTP/JSON Operations server, e.g. ``lro_async.http.asgi_app``.
 
@@ -82,11 +84,17 @@ class AsyncOperationsClient:
             per-call ``metadata`` is sent as headers too.
         :param prefix: the path in front of every route.
         :param policy: as for the constructor.
+        :param ssl_context: for ``https://``, verify the server with this client-side
+            context, e.g. ``ssl.create_default_context(cafile="ca.pem")``, and present the
+            certificate loaded into it (``load_cert_chain``) to a server that asks for
+            one; default: the system's CA certificates, no client certificate.
+        :raises ValueError: for a URL that is not ``http(s)://``, or an *ssl_context*
+            with ``http://``.
         """
         from .http import HttpTransport
 
         pairs = headers.items() if isinstance(headers, Mapping) else headers
-        transport = HttpTransport(url, prefix=prefix)
+        transport = HttpTransport(url, prefix=prefix, ssl_context=ssl_context)
         client = cls(transport, metadata=[(k.lower(), v) for k, v in pairs], policy=policy)
         client._close_transport = transport.aclose
         return client

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import math
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 
 from .app import ASGIApp
@@ -21,16 +22,17 @@ __all__ = ["HttpServer", "running_http_server"]
 
 @dataclasses.dataclass(frozen=True)
 class HttpServer:
-    """A started HTTP server: the address it listens on."""
+    """A started HTTP server: the address it listens on, and whether it is HTTPS."""
 
     host: str
     port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        """``http://host:port``, the base URL for :meth:`AsyncOperationsClient.from_url`."""
+        """``http(s)://host:port``, the base URL for :meth:`AsyncOperationsClient.from_url`."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 class _Embedded(uvicorn.Server):
@@ -71,6 +73,7 @@ async def running_http_server(
     port: int = 0,
     *,
     grace: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[HttpServer]:
     """Serve *app* with uvicorn on ``host:port`` (0: a free port) until the block ends.
 
@@ -82,6 +85,9 @@ async def running_http_server(
     ...     async with running_http_server(lro_async.http.asgi_app(manager)) as server:
     ...         client = lro_async.AsyncOperationsClient.from_url(server.url)
 
+    :param ssl_context: serve HTTPS with this server-side context (its certificate, and
+        with ``verify_mode = CERT_REQUIRED`` the client certificates it trusts); None:
+        plain HTTP.
     :raises OSError: if the address cannot be bound.
     """
     sock = _bind(host, port)
@@ -93,6 +99,9 @@ async def running_http_server(
         timeout_graceful_shutdown=math.ceil(grace),  # whole seconds, as uvicorn types it
         server_header=False,
     )
+    if ssl_context is not None:
+        config.load()  # uvicorn builds its context from files in load(); ours replaces it
+        config.ssl = ssl_context
     server = _Embedded(config)
     serving = asyncio.get_running_loop().create_task(
         server.serve(sockets=[sock]), name="lro_async:http-server"
@@ -100,7 +109,7 @@ async def running_http_server(
     try:
         await _listening(server, serving)
         bound = sock.getsockname()
-        yield HttpServer(str(bound[0]), int(bound[1]))
+        yield HttpServer(str(bound[0]), int(bound[1]), tls=ssl_context is not None)
     finally:
         server.stop()
         await asyncio.wait([serving])

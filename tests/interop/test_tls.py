@@ -14,6 +14,7 @@ import datetime
 import ipaddress
 import json
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import wrappers_pb2
 
 import lro_async
+from lro_async.cli.serve import running_server, server_ssl_context
 from lro_async.demo import demo_pb2, demo_pb2_grpc
 from lro_async.testing import serve
 
@@ -437,6 +439,11 @@ async def test_the_cli_waits_on_an_operation_over_server_tls(
             "No such file",
         ),
         ("serve", ["--tls-cert", "{not_pem}", "--tls-key", "{server_key}"], "not a PEM file"),
+        (
+            "serve",
+            ["--http-port", "0", "--tls-cert", "{server_cert}", "--tls-key", "{client_key}"],
+            "cannot serve HTTPS",
+        ),
         ("get", ["--tls-cert", "{client_cert}"], "--tls-cert and --tls-key"),
         ("get", ["--tls-ca", "{missing}"], "No such file"),
     ],
@@ -459,3 +466,48 @@ async def test_tls_flags_that_do_not_go_together_are_usage_errors(
     result = await _cli(*args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+# -- HTTPS: the HTTP/JSON server with the same files -------------------------------------
+
+
+def _https_client(files: Files, *, identity: bool = True) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=files.ca)
+    if identity:
+        context.load_cert_chain(files.client_cert, files.client_key)
+    return context
+
+
+async def test_the_http_server_serves_https_with_the_tls_files(files: Files, pki: Pki) -> None:
+    http_ssl = server_ssl_context(files.server_cert, files.server_key, files.ca)
+    credentials = server_tls(pki, mutual=True)
+    async with running_server(
+        "127.0.0.1", 0, "memory", grace=1.0, credentials=credentials, http_port=0, http_ssl=http_ssl
+    ) as running:
+        assert running.http_target is not None
+        url = f"https://{running.http_target}"
+        op = await running.manager.start(_answer, parent="projects/tls")
+        async with lro_async.AsyncOperationsClient.from_url(
+            url, ssl_context=_https_client(files)
+        ) as client:
+            result = await client.operation(op.name, result_type=wrappers_pb2.StringValue)
+            assert result.value == f"done over TLS: {op.name}"
+
+        # Without a client certificate, or in plain HTTP, nothing reaches the app.
+        for refused in (
+            lro_async.AsyncOperationsClient.from_url(
+                url, ssl_context=_https_client(files, identity=False)
+            ),
+            lro_async.AsyncOperationsClient.from_url(f"http://{running.http_target}"),
+        ):
+            async with refused:
+                with pytest.raises(lro_async.RpcError) as caught:
+                    await refused.get_operation(op.name, timeout=5)
+                assert caught.value.code is grpc.StatusCode.UNAVAILABLE, caught.value
+
+
+def test_an_ssl_context_needs_an_https_url(files: Files) -> None:
+    with pytest.raises(ValueError, match="needs an https:// URL"):
+        lro_async.AsyncOperationsClient.from_url(
+            "http://127.0.0.1:1", ssl_context=_https_client(files)
+        )
