@@ -18,8 +18,12 @@ from lro_async.demo import demo_pb2, demo_pb2_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class ExportService(demo_pb2_grpc.DemoServicer):
-    """Your own service: each Export call returns a long-running operation."""
+class ExportService:
+    """Your own service: each Export call returns a long-running operation.
+
+    ``rpc_method`` turns lro_async errors into statuses: a malformed ``parent`` makes
+    ``manager.start`` raise InvalidArgument, which the caller gets as INVALID_ARGUMENT.
+    """
 
     def __init__(self, manager: lro_async.OperationManager) -> None:
         self.manager = manager
@@ -27,6 +31,7 @@ class ExportService(demo_pb2_grpc.DemoServicer):
     async def Sleep(self, request: demo_pb2.SleepRequest, context: Context) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this service only exports")
 
+    @lro_async.rpc_method
     async def Export(self, request: demo_pb2.ExportRequest, context: Context) -> Any:
         rows = request.rows
 
@@ -48,7 +53,8 @@ class ExportService(demo_pb2_grpc.DemoServicer):
 async def main() -> None:
     async with lro_async.OperationManager() as manager:
         server = grpc.aio.server(options=lro_async.server_options())
-        demo_pb2_grpc.add_DemoServicer_to_server(ExportService(manager), server)
+        demo = demo_pb2.DESCRIPTOR.services_by_name["Demo"]
+        lro_async.add_service(server, ExportService(manager), demo)  # your service
         manager.add_to_server(server)  # google.longrunning.Operations, on the same server
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()

@@ -31,6 +31,8 @@ from .server.auth import TenantPolicy as TenantPolicy
 from .server.context import OperationContext as OperationContext
 from .server.manager import OperationManager as OperationManager
 from .server.servicer import AsyncOperationsServicer as AsyncOperationsServicer
+from .server.servicer import add_service as add_service
+from .server.servicer import rpc_method as rpc_method
 from .server.servicer import server_options as server_options
 
 __version__ = "0.1.0.dev0"
@@ -64,6 +66,8 @@ __all__ = [
     "TenantPolicy",
     "OperationContext",
     "OperationManager",
+    "add_service",
+    "rpc_method",
     "server_options",
     # stores
     "stores",

@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 
 from ..errors import InvalidArgument, OperationFailed, status_code
 from ..protobuf import duration_seconds, seconds_duration
-from ..server.servicer import rpc_method
+from ..server.servicer import add_service, rpc_method
 from . import demo_pb2, demo_pb2_grpc
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class DemoService(demo_pb2_grpc.DemoServicer):
         self.manager = manager
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        demo_pb2_grpc.add_DemoServicer_to_server(self, server)
+        add_service(server, self, demo_pb2.DESCRIPTOR.services_by_name["Demo"])
 
     @rpc_method
     async def Sleep(

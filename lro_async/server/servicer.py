@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
@@ -37,7 +38,13 @@ from .rules import (
 if TYPE_CHECKING:
     from .manager import OperationManager
 
-__all__ = ["ERROR_DOMAIN", "AsyncOperationsServicer", "rpc_method", "server_options"]
+__all__ = [
+    "ERROR_DOMAIN",
+    "AsyncOperationsServicer",
+    "add_service",
+    "rpc_method",
+    "server_options",
+]
 
 logger = logging.getLogger("lro_async")
 
@@ -130,7 +137,63 @@ def rpc_method(
         except Exception as exc:
             await _abort(context, exc, handler.__name__, getattr(request, "name", ""))
 
+    setattr(wrapper, _CHECKS_REQUESTS, True)
     return wrapper
+
+
+_CHECKS_REQUESTS = "__lro_async_rpc_method__"
+
+
+def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
+    """Register *servicer*'s methods for *service* with *server*.
+
+    Like a generated ``add_XServicer_to_server``, except that a request body that is not
+    a valid message gets INVALID_ARGUMENT (grpc.aio answers UNKNOWN). Decorate the
+    methods with :func:`rpc_method` so that lro_async errors they raise become statuses
+    too. Unary methods only.
+
+    >>> # lro_async.add_service(server, MyService(manager),
+    >>> #                       my_pb2.DESCRIPTOR.services_by_name["MyService"])
+
+    :raises ValueError: if *service* has a streaming method.
+    :raises AttributeError: if *servicer* lacks one of its methods.
+    """
+    for method in service.methods:
+        if method.client_streaming or method.server_streaming:
+            raise ValueError(f"{method.full_name} streams; add_service serves unary methods only")
+    handlers = {}
+    for method in service.methods:
+        handler = getattr(servicer, method.name)
+        if not getattr(handler, _CHECKS_REQUESTS, False):
+            handler = _checked(handler)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            handler,
+            request_deserializer=_parser(message_factory.GetMessageClass(method.input_type)),
+            response_serializer=message_factory.GetMessageClass(
+                method.output_type
+            ).SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+
+
+def _checked(
+    handler: Callable[[Request, Context], Coroutine[Any, Any, Reply]],
+) -> Callable[[Request, Context], Coroutine[Any, Any, Reply]]:
+    """Refuse malformed requests before a handler that is not an :func:`rpc_method`."""
+
+    async def checked(request: Request, context: Context) -> Reply:
+        if isinstance(request, _Malformed):
+            await _abort(
+                context,
+                InvalidArgument(f"the request is not a valid {request.message_type}"),
+                getattr(handler, "__name__", "rpc"),
+                "",
+            )
+        return await handler(request, context)
+
+    return checked
 
 
 class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
@@ -187,15 +250,7 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         Unlike the generated ``add_OperationsServicer_to_server``, a request body that is
         not a valid message gets INVALID_ARGUMENT rather than UNKNOWN.
         """
-        handlers = {
-            method: grpc.unary_unary_rpc_method_handler(
-                getattr(self, method),
-                request_deserializer=_parser(request),
-                response_serializer=response.SerializeToString,
-            )
-            for method, (request, response) in _METHODS.items()
-        }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
+        add_service(server, self, _OPERATIONS)
 
     @rpc_method
     async def GetOperation(
@@ -254,17 +309,7 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         await check_access(self.authorize, rpc, resource, lambda: caller_of(context))
 
 
-_SERVICE = "google.longrunning.Operations"
-_METHODS: dict[str, tuple[type[Message], type[Message]]] = {
-    "GetOperation": (operations_pb2.GetOperationRequest, operations_pb2.Operation),
-    "ListOperations": (
-        operations_pb2.ListOperationsRequest,
-        operations_pb2.ListOperationsResponse,
-    ),
-    "DeleteOperation": (operations_pb2.DeleteOperationRequest, empty_pb2.Empty),
-    "CancelOperation": (operations_pb2.CancelOperationRequest, empty_pb2.Empty),
-    "WaitOperation": (operations_pb2.WaitOperationRequest, operations_pb2.Operation),
-}
+_OPERATIONS = operations_pb2.DESCRIPTOR.services_by_name["Operations"]
 
 
 def _progress(context: Context) -> str | None:
