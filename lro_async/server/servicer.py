@@ -199,7 +199,7 @@ def _checked(
 class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
     """The ``google.longrunning.Operations`` service for a grpc.aio server.
 
-    WaitOperation is served by the manager's per-operation events: a waiter wakes the
+    WaitOperation is served by the manager's per-operation wake-ups: a waiter wakes the
     moment its operation finishes and costs nothing while it waits.
 
     >>> import grpc, lro_async
