@@ -25,6 +25,12 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session(python=["3.12", "3.13"], default=False)
+def compat(session: nox.Session) -> None:
+    """The test suite on the newer Pythons pyproject.toml promises (CI runs it too)."""
+    tests(session)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
