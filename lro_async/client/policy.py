@@ -46,6 +46,9 @@ class WaitPolicy:
     :param max_in_flight: most short RPCs one client has in flight at once.
     :param opens_per_second: most WaitOperation calls one client opens per second.
     :param open_burst: how many WaitOperation calls may open at once before that rate applies.
+    :param warn_after: seconds a wait may keep failing (and retrying) before the client
+        logs a warning naming the error (an untrusted certificate, a server that is down);
+        at most one such warning per client per *warn_after* seconds.
     """
 
     long_poll: float = 900.0
@@ -57,9 +60,11 @@ class WaitPolicy:
     max_in_flight: int = 200
     opens_per_second: float = 1000.0
     open_burst: int = 200
+    warn_after: float = 30.0
 
     def __post_init__(self) -> None:
-        for field in ("long_poll", "deadline_margin", "rpc_timeout", "opens_per_second"):
+        numbers = ("long_poll", "deadline_margin", "rpc_timeout", "opens_per_second", "warn_after")
+        for field in numbers:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"WaitPolicy.{field} must be a number, not {value!r}")

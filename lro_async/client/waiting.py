@@ -94,6 +94,7 @@ class Waiters:
         self.honours_progress = False  # True once the server answered a progress wait early
         self._waiters: dict[str, Waiter] = {}
         self._closed = False
+        self._warned: float | None = None  # loop time of the last still-failing warning
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -138,6 +139,22 @@ class Waiters:
         """Drop *waiter* from the registry (it finished or has nobody left)."""
         if self._waiters.get(waiter.name) is waiter:
             del self._waiters[waiter.name]
+
+    def still_failing(self, name: str, error: RpcError, seconds: float) -> None:
+        """A wait of *name* has been failing for *seconds*: warn, at most once per while."""
+        period = self.policy.warn_after
+        now = asyncio.get_running_loop().time()
+        if seconds >= period and (self._warned is None or now - self._warned >= period):
+            self._warned = now
+            others = sum(1 for waiter in self._waiters.values() if waiter.name != name)
+            logger.warning(
+                "waiting for %r has failed for %.0f s and keeps retrying (%d other waits of "
+                "this client are open): %s",
+                name,
+                seconds,
+                others,
+                error,
+            )
 
     def fall_back_to_polling(self) -> None:
         if self.long_poll is not False:
@@ -309,6 +326,7 @@ class Waiter:
         retries: Iterator[float] | None = None
         pauses: Iterator[float] | None = None
         self._progress_waits = None
+        failing_since: float | None = None  # loop time of the first failure in a row
         while True:
             mode = self._owner.long_poll
             if mode is None and (probe := self._owner.begin_probe()) is not None:
@@ -327,12 +345,16 @@ class Waiter:
                     continue
                 if exc.code not in self._policy.retry_codes:
                     raise
+                now = asyncio.get_running_loop().time()
+                if failing_since is None:
+                    failing_since = now
+                self._owner.still_failing(self.name, exc, now - failing_since)
                 retries = retries or self._policy.retry.delays()
                 delay = next(retries)
                 logger.debug("retrying %r in %.3f s after %s", self.name, delay, exc)
                 await asyncio.sleep(delay)
                 continue
-            retries = None
+            retries = failing_since = None
             changed = self._publish(operation)
             if operation.done:
                 return operation
