@@ -105,6 +105,9 @@ class _Malformed:
     message_type: str
     name: str = ""
 
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(f"the request is not a valid {self.message_type}")
+
 
 def _parser(message_type: type[M]) -> Callable[[bytes], M | _Malformed]:
     """A request deserializer that never raises: grpc.aio would answer UNKNOWN with the
@@ -132,7 +135,7 @@ def rpc_method(
     async def wrapper(self: Service, request: Request, context: Context) -> Reply:
         try:
             if isinstance(request, _Malformed):
-                raise InvalidArgument(f"the request is not a valid {request.message_type}")
+                raise request.error()
             return await handler(self, request, context)
         except Exception as exc:
             await _abort(context, exc, handler.__name__, getattr(request, "name", ""))
@@ -185,12 +188,7 @@ def _checked(
 
     async def checked(request: Request, context: Context) -> Reply:
         if isinstance(request, _Malformed):
-            await _abort(
-                context,
-                InvalidArgument(f"the request is not a valid {request.message_type}"),
-                getattr(handler, "__name__", "rpc"),
-                "",
-            )
+            await _abort(context, request.error(), getattr(handler, "__name__", "rpc"), "")
         return await handler(request, context)
 
     return checked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from google.longrunning import operations_pb2
@@ -89,14 +90,7 @@ class MemoryStore(OperationStore):
     async def set_metadata(
         self, name: str, metadata: any_pb2.Any, update_time: int
     ) -> Written | None:
-        kept = self._records.get(name)
-        if kept is None:
-            return None
-        record = _record(kept)
-        if record.done:
-            return Written(record, applied=False)
-        record.operation.metadata.CopyFrom(metadata)
-        return self._replace(record, update_time)
+        return self._modify(name, update_time, lambda op: op.metadata.CopyFrom(metadata))
 
     async def finish(
         self,
@@ -107,23 +101,25 @@ class MemoryStore(OperationStore):
         error: status_pb2.Status | None = None,
     ) -> Written | None:
         check_outcome(response, error)
+        return self._modify(name, update_time, lambda op: mark_done(op, response, error))
+
+    def _modify(
+        self, name: str, update_time: int, change: Callable[[operations_pb2.Operation], None]
+    ) -> Written | None:
+        """Apply *change* to a running operation (as SQLite's and PostgreSQL's do)."""
         kept = self._records.get(name)
         if kept is None:
             return None
         record = _record(kept)
         if record.done:
             return Written(record, applied=False)
-        mark_done(record.operation, response, error)
-        return self._replace(record, update_time)
-
-    def _replace(self, changed: OperationRecord, update_time: int) -> Written:
-        """Keep *changed* (a fresh record, changed) with its new update time."""
+        change(record.operation)  # freshly parsed: ours to change and to hand out
         stored = OperationRecord(
-            changed.operation, changed.create_time, max(update_time, changed.update_time)
+            record.operation, record.create_time, max(update_time, record.update_time)
         )
-        self._records[stored.name] = _keep(stored)
+        self._records[name] = _keep(stored)
         if stored.done:
-            self._leases.pop(stored.name, None)
+            self._leases.pop(name, None)
         return Written(stored, applied=True)
 
     async def delete(self, name: str) -> bool:
