@@ -135,15 +135,6 @@ async def test_the_listener_reconnects_after_its_connection_is_killed(
     assert await listener.get("operations/after") is not None
 
 
-async def test_an_idle_listener_is_pinged_and_keeps_listening(make_postgres: MakePostgres) -> None:
-    inbox = Inbox()
-    writer = await make_postgres()
-    await make_postgres(inbox, ping_interval=0.02)
-    await asyncio.sleep(0.2)
-    await writer.create(running("operations/a"))
-    await inbox.next("operations/a")
-
-
 async def test_a_query_on_a_killed_pool_connection_raises_store_error_then_recovers(
     make_postgres: MakePostgres, postgres_dsn: str
 ) -> None:
