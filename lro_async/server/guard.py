@@ -39,6 +39,7 @@ class GuardedStore(OperationStore):
         self.store = store
         self.timeout = timeout
         self.recheck_interval = store.recheck_interval
+        self.read_only = store.read_only
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         try:

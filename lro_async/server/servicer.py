@@ -65,8 +65,12 @@ def server_options(*, max_pending_requests: int = 50_000) -> list[tuple[str, int
 
     ``grpc.aio.server(options=lro_async.server_options())``. It raises the queue of calls
     the Python side has not picked up yet (default 1,000: past it, new calls fail with
-    CANCELLED, so 10,000 waits opened at once would lose thousands), and keeps idle
-    long-poll connections alive through NATs and proxies with keepalive pings.
+    CANCELLED, so 10,000 waits opened at once would lose thousands), keeps idle
+    long-poll connections alive through NATs and proxies with keepalive pings, and turns
+    ``SO_REUSEPORT`` off: gRPC sets it by default, so a second server on a port already
+    taken would bind it too and the kernel would split clients between the two at random.
+    With these options ``add_insecure_port``/``add_secure_port`` of a taken port fails
+    instead (grpc.aio raises ``RuntimeError("Failed to bind to address ...")``).
 
     :param max_pending_requests: calls that may queue before the server refuses them.
     """
@@ -78,6 +82,7 @@ def server_options(*, max_pending_requests: int = 50_000) -> list[tuple[str, int
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.so_reuseport", 0),
     ]
 
 

@@ -50,7 +50,12 @@ class Upkeep:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Recover or start the heartbeat, and start the retention sweeper."""
+        """Recover or start the heartbeat, and start the retention sweeper.
+
+        Nothing for a read-only store: it holds what another process serves and owns.
+        """
+        if self._manager._store.read_only:
+            return
         if self._manager.shared:
             self._spawn(self._heartbeat(), "lro_async:leases")
         else:

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -76,7 +78,30 @@ def db_errors(what: str, timeout: float) -> Iterator[None]:
     except TimeoutError as exc:
         raise StoreError(f"PostgreSQL {what} took more than {timeout} s") from exc
     except DB_ERRORS as exc:
-        raise StoreError(f"PostgreSQL {what} failed: {exc}") from exc
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # one line
+        raise StoreError(f"PostgreSQL {what} failed: {reason}") from exc
+
+
+def address(dsn: str) -> str:
+    """``host:port/database`` of a libpq URL or ``key=value`` string, for messages.
+
+    Best effort (never the password); what libpq would default to is shown as such.
+    """
+    if "://" in dsn:
+        parts = urllib.parse.urlsplit(dsn)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        try:
+            port = str(parts.port or query.get("port", "5432"))
+        except ValueError:  # not a number: shown as written
+            port = parts.netloc.rpartition(":")[2]
+        host = parts.hostname or query.get("host", "localhost")
+        database = parts.path.lstrip("/")
+    else:
+        pairs = dict(re.findall(r"(\w+)\s*=\s*('[^']*'|\S+)", dsn))
+        host = pairs.get("host", "localhost").strip("'")
+        port = pairs.get("port", "5432").strip("'")
+        database = pairs.get("dbname", "").strip("'")
+    return f"{host}:{port}" + (f"/{database}" if database else "")
 
 
 Statement = tuple[str, tuple[object, ...]]  # SQL and its parameters

@@ -147,6 +147,10 @@ class OperationStore(abc.ABC):
     #: sets it False and saves a timer per call; a subclass that adds I/O sets it back.
     may_stall: bool = True
 
+    #: Whether the store refuses every write (opened to inspect what another process
+    #: serves): a manager over it then neither recovers nor expires operations.
+    read_only: bool = False
+
     async def open(  # noqa: B027 - optional hook
         self,
         notify: Callable[[str], None] | None = None,

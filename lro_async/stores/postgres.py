@@ -186,7 +186,7 @@ class PostgresStore(OperationStore):
         if self._pool is not None:
             return
         try:
-            with db_errors("connect", self.timeout):
+            with db_errors(f"connect to {_pg.address(self.dsn)}", self.timeout):
                 async with asyncio.timeout(self.timeout):
                     self._pool = await _pg.create_pool(
                         self.dsn,

@@ -19,11 +19,13 @@ import contextlib
 import logging
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from ..errors import StoreError
 from . import _sql
+from ._sqlite_file import OwnerLock, check_location, unwritable
 from .base import (
     Lease,
     OperationRecord,
@@ -86,6 +88,9 @@ _INSERT: Final = (
     " metadata_type, response_type, operation, lease_owner, lease_expires)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# What a store opened read-only refuses (by the name _run is given).
+_WRITES: Final = frozenset({"create", "set_metadata", "finish", "delete", "expire", "renew"})
+_MEMORY: Final = ":memory:"
 
 
 class SQLiteStore(OperationStore):
@@ -98,13 +103,20 @@ class SQLiteStore(OperationStore):
     may lose the last few commits but never corrupts the file; ``"FULL"`` fsyncs every
     commit, surviving power loss too, at the price of one fsync per write.
 
-    One process serves from the file (``recheck_interval`` is None: changes are not
-    announced to other processes); others, such as ``lro-async get``, may read it at the
-    same time. So the manager does not lease the operations it runs here: after a restart
-    it finishes those left running with ABORTED (or resumes them) instead. The store still
-    keeps leases given to :meth:`create` and answers :meth:`renew` and
-    :meth:`expired_leases` as every store does, but :meth:`shared_secret` is None: no
-    other process serves from the file, so there is no one to share a secret with.
+    One owner at a time: :meth:`open` locks the file (an OS lock on ``<path>.lock``,
+    which records the owner's host and pid and which the OS releases when the owner
+    exits, ``kill -9`` included), and a second store opening it, in this process or
+    another, fails with :class:`~lro_async.StoreError` naming the file and its owner, and
+    changes nothing. So changes are not announced to other processes
+    (``recheck_interval`` is None), and the manager does not lease the operations it runs
+    here: after a restart it finishes those left running with ABORTED (or resumes them)
+    instead, knowing that their previous owner is gone. The store still keeps leases given
+    to :meth:`create` and answers :meth:`renew` and :meth:`expired_leases` as every store
+    does, but :meth:`shared_secret` is None: no other process serves from the file.
+
+    To inspect a file while its owner serves from it, open it with ``read_only=True``:
+    no lock, no schema migration, every write refused with a StoreError, and a manager
+    over it neither recovers nor expires operations.
 
     >>> import asyncio, lro_async, tempfile, os
     >>> from lro_async.stores.sqlite import SQLiteStore
@@ -116,10 +128,12 @@ class SQLiteStore(OperationStore):
     ...     asyncio.run(main(os.path.join(tmp, "ops.db")))
     False
 
-    :param path: the database file (created if missing; its directory must exist).
+    :param path: the database file (created if missing; its folder must exist and be
+        writable, for SQLite's ``-wal`` and ``-shm`` files and the lock file).
     :param synchronous: ``"NORMAL"`` or ``"FULL"``, see above.
     :param timeout: seconds any one call may take, waiting for another process's lock
         included, before it fails with :class:`~lro_async.StoreError`.
+    :param read_only: open an existing file for reading only (see above).
     """
 
     def __init__(
@@ -128,6 +142,7 @@ class SQLiteStore(OperationStore):
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         timeout: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
@@ -136,6 +151,9 @@ class SQLiteStore(OperationStore):
         self.path = os.fspath(path)
         self.synchronous = synchronous
         self.timeout = timeout
+        self.read_only = read_only
+        # Held from open() to aclose() by a store that serves (not read-only) from a file.
+        self._lock: OwnerLock | None = None
         # The worker thread and the connection it alone uses; set by open(), cleared by aclose().
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
@@ -152,12 +170,15 @@ class SQLiteStore(OperationStore):
         *,
         notify_all: Callable[[], None] | None = None,
     ) -> None:
-        """Open the file, switch it to WAL mode and create or migrate the schema.
+        """Lock the file, switch it to WAL mode and create or migrate the schema.
+
+        Read-only: open the file for reading, and check its schema.
 
         :param notify: unused: a single-process store has no one else's changes to announce.
         :param notify_all: unused, likewise.
-        :raises StoreError: if the file cannot be opened, is not a database, or was written
-            by a newer lro_async.
+        :raises StoreError: if another store has the file open (naming its owner); if the
+            file cannot be opened, or written (unless read-only), or is not a database, or
+            was written by a newer lro_async; each with the path and the reason.
         """
         if self._closed:
             raise StoreError(f"{self!r} is closed")
@@ -168,21 +189,38 @@ class SQLiteStore(OperationStore):
         )
         try:
             self._connection = await self._call("open", self._connect)
-            await self._run("schema migration", _migrate)
+            if self.read_only:
+                await self._run("open", lambda c: _check_schema(c, os.path.abspath(self.path)))
+            else:
+                await self._run("schema migration", lambda c: _migrate(c, self.path))
         except BaseException:
             await self.aclose()
             self._closed = False  # a failed open may be retried
             raise
 
     def _connect(self) -> sqlite3.Connection:
+        if self.path != _MEMORY:
+            check_location(self.path, self.read_only)
+        if self.read_only:
+            uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+            return sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
+        if self.path != _MEMORY:
+            lock = OwnerLock(os.path.abspath(self.path))
+            lock.acquire()  # before touching the file: nothing changes if someone owns it
+            self._lock = lock
         connection = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=True
         )
         try:
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal" and self.path != ":memory:":
+            if mode != "wal" and self.path != _MEMORY:
                 raise StoreError(f"{self.path!r} cannot be put in WAL mode (it is in {mode!r})")
             connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+        except sqlite3.OperationalError as exc:
+            connection.close()
+            if (error := unwritable(self.path, exc)) is not None:
+                raise error from exc
+            raise
         except BaseException:
             connection.close()
             raise
@@ -191,8 +229,8 @@ class SQLiteStore(OperationStore):
     async def aclose(self) -> None:
         """Close the database; idempotent. Calls made afterwards raise StoreError."""
         self._closed = True
-        executor, connection = self._executor, self._connection
-        self._executor = self._connection = None
+        executor, connection, lock = self._executor, self._connection, self._lock
+        self._executor = self._connection = self._lock = None
         if executor is None:
             return
         try:
@@ -204,6 +242,8 @@ class SQLiteStore(OperationStore):
             logger.warning("closing %r failed: %s", self, exc)
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
+            if lock is not None:
+                lock.release()  # after the connection is closed: the file is ours till then
 
     # -- the worker thread ------------------------------------------------------------
 
@@ -235,6 +275,8 @@ class SQLiteStore(OperationStore):
         if connection is None:
             state = "closed" if self._closed else "not open (call open() first)"
             raise StoreError(f"{self!r} is {state}")
+        if self.read_only and what in _WRITES:
+            raise StoreError(f"SQLite store {self.path!r} is open read-only: {what} refused")
         return await self._call(what, lambda: job(connection))
 
     # -- OperationStore ---------------------------------------------------------------
@@ -387,7 +429,38 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _migrate(connection: sqlite3.Connection) -> None:
+def _check_schema(connection: sqlite3.Connection, path: str) -> None:
+    """For a read-only store: the file holds lro_async's tables, in a version it knows."""
+    try:
+        row = connection.execute("SELECT max(version) FROM lro_schema_version").fetchone()
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+            # WAL needs <path>-shm; with no server running it may not exist yet.
+            raise StoreError(
+                f"SQLite store {path!r} cannot be read: SQLite must create {path + '-shm'!r} "
+                "to read it and its folder is read-only"
+            ) from exc
+        if "no such table" not in str(exc):
+            raise
+        raise StoreError(f"SQLite store {path!r} holds no lro_async operations") from None
+    if (row[0] or 0) > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database has schema version {row[0]}, newer than this lro_async "
+            f"knows ({SCHEMA_VERSION}); upgrade lro_async"
+        )
+
+
+def _migrate(connection: sqlite3.Connection, path: str) -> None:
+    """Create or migrate the schema, and check that the file can be written at all."""
+    try:
+        _migrate_schema(connection)
+    except sqlite3.OperationalError as exc:
+        if (error := unwritable(path, exc)) is not None:
+            raise error from exc
+        raise
+
+
+def _migrate_schema(connection: sqlite3.Connection) -> None:
     with _transaction(connection):
         connection.execute("CREATE TABLE IF NOT EXISTS lro_schema_version (version INTEGER)")
         row = connection.execute("SELECT max(version) FROM lro_schema_version").fetchone()
@@ -402,6 +475,10 @@ def _migrate(connection: sqlite3.Connection) -> None:
                 connection.execute(statement)
             connection.execute("INSERT INTO lro_schema_version VALUES (?)", (version,))
             logger.info("SQLite store: migrated the schema to version %d", version)
+        # A write that changes nothing, but that SQLite refuses at once on a read-only file
+        # (a read-only file opens without complaint and reads fine: without this, only the
+        # first real write would fail, e.g. every retention sweep).
+        connection.execute("UPDATE lro_schema_version SET version = version WHERE 0")
 
 
 def _get(connection: sqlite3.Connection, name: str) -> OperationRecord | None:

@@ -119,27 +119,6 @@ async def test_operations_persist_across_reopening(tmp_path: Path) -> None:
     check.close()
 
 
-@pytest.mark.parametrize("kind", ["missing directory", "not a database", "a directory"])
-async def test_a_path_that_cannot_hold_a_database_raises_store_error(
-    tmp_path: Path, kind: str
-) -> None:
-    if kind == "missing directory":
-        path = tmp_path / "nowhere" / "operations.db"
-    elif kind == "not a database":
-        path = tmp_path / "operations.db"
-        path.write_bytes(b"this is not a SQLite database, just some bytes. " * 100)
-    else:
-        path = tmp_path
-    store = SQLiteStore(path)
-    with pytest.raises(StoreError, match=r"SQLite (open|schema)") as caught:
-        await store.open(_ignore)
-    assert str(path) in str(caught.value)
-    assert isinstance(caught.value.__cause__, sqlite3.Error)
-    with pytest.raises(StoreError, match="not open"):
-        await store.get("operations/a")
-    await store.aclose()
-
-
 async def test_a_schema_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "operations.db"
     with sqlite3.connect(path) as setup:
