@@ -97,7 +97,12 @@ async def running_server(
     :raises OSError: if the address cannot be bound.
     """
     manager = OperationManager(open_store(store_url), lease=lease)
-    server = grpc.aio.server(options=server_options(), interceptors=interceptors)
+    # One server per port: without SO_REUSEPORT a second serve on a taken port fails
+    # instead of silently sharing the clients at random.
+    options = [(k, v) for k, v in server_options() if k != "grpc.so_reuseport"]
+    server = grpc.aio.server(
+        options=[*options, ("grpc.so_reuseport", 0)], interceptors=interceptors
+    )
     try:
         await manager.open()
         manager.add_to_server(server)
@@ -201,12 +206,11 @@ async def serve_command(args: argparse.Namespace) -> int:
         )
     )
     if args.http_port is not None:
-        try:
-            from .. import http  # noqa: F401 - only to know the extra is there
+        try:  # before anything starts: the server module imports uvicorn
+            from ..http import server  # noqa: F401
         except ImportError as exc:
             raise CommandError(
-                f"--http-port needs the http extra: pip install 'lro-async[http]' ({exc})",
-                EXIT_USAGE,
+                "--http-port needs the http extra: pip install 'lro-async[http]'", EXIT_USAGE
             ) from exc
     http_ssl = (
         server_ssl_context(args.tls_cert, args.tls_key, args.tls_ca)
