@@ -1,13 +1,14 @@
-"""The client commands: get, list, wait, watch, cancel, delete."""
+"""The client commands: get, list, wait, watch, cancel, delete, start."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.longrunning import operations_pb2
@@ -16,33 +17,52 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..client.operation import AsyncOperation
 from ..client.operations import AsyncOperationsClient
-from ..errors import OperationFailed
-from . import EXIT_USAGE, CommandError, read_pem, render
+from ..errors import OperationFailed, OperationTimeout, RpcError
+from . import EXIT_FAILED, EXIT_OK, EXIT_RPC, EXIT_TIMEOUT, CommandError, render, unreachable
+from .reflection import TypeResolver
+from .tls import check_files
 
-__all__ = ["cancel", "channel_credentials", "delete", "get", "list_", "wait", "watch"]
+__all__ = [
+    "cancel",
+    "channel_credentials",
+    "delete",
+    "get",
+    "list_",
+    "start",
+    "uses_tls",
+    "wait",
+    "watch",
+]
 
-EXIT_OK, EXIT_FAILED = 0, 1
+_UNREACHED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def uses_tls(args: argparse.Namespace) -> bool:
+    return any(getattr(args, flag, None) for flag in ("tls_ca", "tls_cert", "tls_key"))
 
 
 def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     """TLS credentials from ``--tls-ca``, ``--tls-cert`` and ``--tls-key``; None for plaintext.
 
-    :raises CommandError: if the flags do not go together or a file cannot be read.
+    :raises CommandError: if the flags do not go together or a file cannot be used.
     """
-    ca, cert, key = args.tls_ca, args.tls_cert, args.tls_key
-    if ca is None and cert is None and key is None:
+    if not uses_tls(args):
         return None
-    if (cert is None) != (key is None):
-        raise CommandError("a client certificate needs both --tls-cert and --tls-key", EXIT_USAGE)
+    cert, key, ca = check_files(args.tls_cert, args.tls_key, args.tls_ca, server=False)
     return grpc.ssl_channel_credentials(
-        root_certificates=read_pem(ca, "--tls-ca") if ca is not None else None,
-        private_key=read_pem(key, "--tls-key") if key is not None else None,
-        certificate_chain=read_pem(cert, "--tls-cert") if cert is not None else None,
+        root_certificates=ca, private_key=key, certificate_chain=cert
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Session:
+    client: AsyncOperationsClient
+    channel: grpc.aio.Channel
+    types: TypeResolver
+
+
 @contextlib.asynccontextmanager
-async def _client(args: argparse.Namespace) -> AsyncIterator[AsyncOperationsClient]:
+async def _connect(args: argparse.Namespace) -> AsyncIterator[_Session]:
     credentials = channel_credentials(args)
     async with (
         (
@@ -52,60 +72,21 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[AsyncOperationsClie
         ) as channel,
         AsyncOperationsClient(channel) as client,
     ):
-        yield client
+        yield _Session(client, channel, TypeResolver(channel, args.rpc_timeout))
 
 
-def _show(args: argparse.Namespace, operation: operations_pb2.Operation) -> None:
+async def _show(
+    args: argparse.Namespace, session: _Session, operation: operations_pb2.Operation
+) -> None:
+    await render.learn(operation, session.types)
     if args.json:
-        print(render.dumps(render.operation_json(operation)))
+        print(render.dumps(render.operation_json(operation, session.types)), flush=True)
     else:
-        print(render.describe(operation))
+        print(render.describe(operation, session.types), flush=True)
 
 
-async def get(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        _show(args, await client.get_operation(args.name, timeout=args.rpc_timeout))
-    return EXIT_OK
-
-
-async def list_(args: argparse.Namespace) -> int:
-    shown: list[operations_pb2.Operation] = []
-    async with _client(args) as client:
-        async for operation in client.list_operations(
-            args.parent, filter=args.filter, page_size=args.page_size, timeout=args.rpc_timeout
-        ):
-            if args.json:
-                shown.append(operation)
-            else:
-                print(f"{operation.name}\t{render.state(operation)}", flush=True)
-            if args.limit and len(shown) >= args.limit:
-                break
-    if args.json:
-        print(render.dumps({"operations": [render.operation_json(op) for op in shown]}))
-    return EXIT_OK
-
-
-async def cancel(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        await client.cancel_operation(args.name, timeout=args.rpc_timeout)
-        operation = await client.get_operation(args.name, timeout=args.rpc_timeout)
-    if args.json:
-        _show(args, operation)
-    else:
-        print(f"{operation.name}: {render.state(operation)}")
-    return EXIT_OK
-
-
-async def delete(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        await client.delete_operation(args.name, timeout=args.rpc_timeout)
-    if not args.json:
-        print(f"{args.name}: deleted")
-    return EXIT_OK
-
-
-async def _finish(args: argparse.Namespace, operation: operations_pb2.Operation) -> int:
-    _show(args, operation)
+def _outcome(args: argparse.Namespace, operation: operations_pb2.Operation) -> int:
+    """1 if *operation* finished with an error (the rule of get, wait and watch), else 0."""
     if operation.HasField("error"):
         if not args.json:
             print(f"lro-async {args.command}: {render.state(operation)}", file=sys.stderr)
@@ -113,55 +94,218 @@ async def _finish(args: argparse.Namespace, operation: operations_pb2.Operation)
     return EXIT_OK
 
 
+async def get(args: argparse.Namespace) -> int:
+    async with _connect(args) as session:
+        operation = await session.client.get_operation(args.name, timeout=args.rpc_timeout)
+        await _show(args, session, operation)
+    return _outcome(args, operation)
+
+
+async def list_(args: argparse.Namespace) -> int:
+    shown: list[operations_pb2.Operation] = []
+    async with _connect(args) as session:
+        async for operation in session.client.list_operations(
+            args.parent,
+            filter=args.filter,
+            page_size=min(args.page_size, args.limit or args.page_size),
+            timeout=args.rpc_timeout,
+        ):
+            shown.append(operation)
+            if not args.json:
+                print(f"{operation.name}\t{render.state(operation)}", flush=True)
+            if args.limit and len(shown) >= args.limit:
+                break
+        if args.json:
+            for operation in shown:
+                await render.learn(operation, session.types)
+            listed = [render.operation_json(op, session.types) for op in shown]
+            print(render.dumps({"operations": listed}), flush=True)
+    return EXIT_OK
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    async with _connect(args) as session:
+        await session.client.cancel_operation(args.name, timeout=args.rpc_timeout)
+        operation = await session.client.get_operation(args.name, timeout=args.rpc_timeout)
+        if args.json:
+            await _show(args, session, operation)
+        else:
+            print(f"{operation.name}: {render.state(operation)}")
+    return EXIT_OK
+
+
+async def delete(args: argparse.Namespace) -> int:
+    async with _connect(args) as session:
+        await session.client.delete_operation(args.name, timeout=args.rpc_timeout)
+    if not args.json:
+        print(f"{args.name}: deleted")
+    return EXIT_OK
+
+
+async def start(args: argparse.Namespace) -> int:
+    """Start a demo operation on a server (``lro-async serve`` runs the demo service)."""
+    from ..demo import demo_pb2, demo_pb2_grpc
+    from ..errors import rpc_call
+    from ..protobuf import seconds_duration
+
+    failure = demo_pb2.Failure(
+        code=args.fail or 0,
+        message="told to fail (lro-async start --fail)",
+        at_percent=args.fail_at,
+    )
+    async with _connect(args) as session:
+        stub = cast("demo_pb2_grpc.DemoAsyncStub", demo_pb2_grpc.DemoStub(session.channel))
+        if args.kind == "sleep":
+            request = demo_pb2.SleepRequest(
+                parent=args.parent,
+                duration=seconds_duration(args.seconds),
+                steps=args.steps,
+                failure=failure,
+            )
+            operation = await rpc_call(stub.Sleep(request, timeout=args.rpc_timeout))
+        else:
+            export = demo_pb2.ExportRequest(
+                parent=args.parent,
+                rows=args.rows,
+                rows_per_second=args.rows_per_second,
+                failure=failure,
+            )
+            operation = await rpc_call(stub.Export(export, timeout=args.rpc_timeout))
+        if args.json:
+            await _show(args, session, operation)
+        else:
+            print(operation.name, flush=True)
+    return EXIT_OK
+
+
+async def _reach(args: argparse.Namespace, session: _Session) -> operations_pb2.Operation:
+    """The operation's state, from a server reached within ``--rpc-timeout``.
+
+    The library retries an unreachable server for as long as a wait lasts; the command
+    does not wait on a server it has never reached: exit 4 with the reason.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.rpc_timeout
+    pause = 0.1
+    while True:
+        left = deadline - loop.time()
+        try:
+            return await session.client.get_operation(args.name, timeout=max(left, 0.001))
+        except RpcError as exc:
+            if exc.code not in _UNREACHED:
+                raise
+            if loop.time() + pause >= deadline:
+                raise CommandError(
+                    f"{unreachable(exc, tls=uses_tls(args))} "
+                    f"(gave up after --rpc-timeout {args.rpc_timeout:g}s)",
+                    EXIT_RPC,
+                ) from exc
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
 async def wait(args: argparse.Namespace) -> int:
-    """Wait with a progress bar on stderr fed by the metadata; print the operation."""
-    async with _client(args) as client:
-        op = client.operation(args.name)
+    """Wait with a progress bar on stderr (on a terminal) fed by the metadata; print it."""
+    async with _connect(args) as session:
+        op = session.client.operation(await _reach(args, session))
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            await _await_following(args, session, op, None)
+            await _show(args, session, op.operation)
+            return _outcome(args, op.operation)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task(args.name, total=100)
 
             async def follow() -> None:
                 async for metadata in op.progress():
-                    percent = render.percent_of(render.unpack_any(metadata))
+                    await session.types.learn(metadata.TypeName())
+                    percent = render.percent_of(render.unpack_any(metadata, session.types))
                     if percent is not None:
                         bar.update(task, completed=percent)
 
-            await _await_following(op, args.timeout, follow())
-        return await _finish(args, op.operation)
+            await _await_following(args, session, op, follow())
+        await _show(args, session, op.operation)
+        return _outcome(args, op.operation)
 
 
 async def watch(args: argparse.Namespace) -> int:
-    """Print a line (or a JSON document) for each change until the operation is done."""
-    async with _client(args) as client:
-        op = client.operation(args.name)
+    """Print a line (a JSON object with ``--json``) for each change until it is done."""
+    async with _connect(args) as session:
+        op = session.client.operation(await _reach(args, session))
 
         async def follow() -> None:
             async for metadata in op.progress():
                 if args.json:
-                    print(render.dumps(render.operation_json(op.operation)), flush=True)
+                    await render.learn(op.operation, session.types)
+                    line = render.compact(render.operation_json(op.operation, session.types))
                 else:
-                    print(f"{op.name}: {render.any_text(metadata)}", flush=True)
+                    await session.types.learn(metadata.TypeName())
+                    line = f"{op.name}: {render.any_text(metadata, session.types)}"
+                print(line, flush=True)
 
-        await _await_following(op, args.timeout, follow())
-        return await _finish(args, op.operation)
+        await _await_following(args, session, op, follow())
+        await render.learn(op.operation, session.types)
+        if args.json:
+            print(render.compact(render.operation_json(op.operation, session.types)), flush=True)
+        else:
+            print(f"{op.name}: {render.state(op.operation)}", flush=True)
+        return _outcome(args, op.operation)
 
 
 async def _await_following(
-    op: AsyncOperation[Any, Any], timeout: float | None, follow: Coroutine[Any, Any, None]
+    args: argparse.Namespace,
+    session: _Session,
+    op: AsyncOperation[Any, Any],
+    follow: Coroutine[Any, Any, None] | None,
 ) -> None:
-    """Await *op* while *follow* shows its progress; a failed operation is not an error here."""
-    follower = asyncio.create_task(follow)
+    """Await *op* while *follow* shows its progress; a failed operation is not an error here.
+
+    If *follow* fails (stdout closed: ``| head``), that ends the wait with its error.
+
+    :raises CommandError: exit 5 when ``--timeout`` passes with the operation running,
+        exit 4 when by then the server no longer answers.
+    """
+    waiting = asyncio.ensure_future(op.result(timeout=args.timeout))
+    follower = asyncio.ensure_future(follow) if follow is not None else None
     try:
-        await op.result(timeout=timeout)
+        if follower is not None:
+            await asyncio.wait((waiting, follower), return_when=asyncio.FIRST_COMPLETED)
+            if follower.done() and not follower.cancelled() and follower.exception():
+                raise cast("BaseException", follower.exception())
+        await waiting
     except OperationFailed:
-        pass  # reported by _finish
+        pass  # reported by _outcome
+    except OperationTimeout as exc:
+        raise await _timed_out(args, session, exc) from exc
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        for task in (waiting, follower):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+async def _timed_out(
+    args: argparse.Namespace, session: _Session, exc: OperationTimeout
+) -> CommandError:
+    """Exit 5 if the server still answers that the operation runs; exit 4 if it is gone."""
+    try:
+        latest = await session.client.get_operation(args.name, timeout=min(args.rpc_timeout, 5.0))
+    except RpcError as error:
+        if error.code in _UNREACHED:
+            return CommandError(
+                f"--timeout {args.timeout:g}s passed and the server no longer answers: "
+                + unreachable(error, tls=uses_tls(args)),
+                EXIT_RPC,
+            )
+        return CommandError(str(error), EXIT_RPC)
+    return CommandError(
+        f"{args.name} is still {render.state(latest)} after --timeout {args.timeout:g}s",
+        EXIT_TIMEOUT,
+    )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
+import re
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -16,13 +20,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..demo.service import DemoService
+from ..errors import LroError
 from ..server.manager import OperationManager
 from ..server.servicer import server_options
-from ..stores import from_url
-from . import EXIT_USAGE, CommandError, read_pem
+from ..stores import OperationStore, from_url
+from . import EXIT_OK, EXIT_RPC, EXIT_USAGE, CommandError
+from .reflection import V1_SERVICE_NAME, enable_reflection
+from .tls import check_files
 
 __all__ = [
     "Running",
+    "open_store",
+    "serve_command",
     "running_server",
     "serve_forever",
     "server_credentials",
@@ -33,7 +42,14 @@ logger = logging.getLogger("lro_async")
 
 OPERATIONS_SERVICE = "google.longrunning.Operations"
 DEMO_SERVICE = "lro_async.demo.v1.Demo"
-_SERVICES = (OPERATIONS_SERVICE, DEMO_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+_SERVICES = (
+    OPERATIONS_SERVICE,
+    DEMO_SERVICE,
+    health.SERVICE_NAME,
+    reflection.SERVICE_NAME,
+    V1_SERVICE_NAME,
+)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,18 +90,26 @@ async def running_server(
         free port) from the same manager; it drains and stops with the gRPC server.
         Needs the ``http`` extra.
     :param http_ssl: serve that as HTTPS with this context (see :func:`server_ssl_context`).
+    :param store_url: ``memory``, a store URL (:func:`lro_async.stores.from_url`) or the
+        path of a SQLite file.
     :raises ValueError: for an unknown store URL.
+    :raises CommandError: (bad usage) if the store needs an extra that is not installed.
     :raises OSError: if the address cannot be bound.
     """
-    manager = OperationManager(from_url(store_url), lease=lease)
-    server = grpc.aio.server(options=server_options(), interceptors=interceptors)
+    manager = OperationManager(open_store(store_url), lease=lease)
+    # One server per port: without SO_REUSEPORT a second serve on a taken port fails
+    # instead of silently sharing the clients at random.
+    options = [(k, v) for k, v in server_options() if k != "grpc.so_reuseport"]
+    server = grpc.aio.server(
+        options=[*options, ("grpc.so_reuseport", 0)], interceptors=interceptors
+    )
     try:
         await manager.open()
         manager.add_to_server(server)
         DemoService(manager).add_to_server(server)
         checker = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-        reflection.enable_server_reflection(_SERVICES, server)
+        enable_reflection(_SERVICES, server)
         try:
             address = f"{host}:{port}"
             bound = (
@@ -94,7 +118,7 @@ async def running_server(
                 else server.add_secure_port(address, credentials)
             )
         except RuntimeError as exc:
-            raise OSError(f"cannot listen on {host}:{port}: {exc}") from exc
+            raise OSError(f"cannot listen on {address}: {_why_not_bound(host, port)}") from exc
         await server.start()
     except BaseException:
         await manager.aclose()
@@ -124,6 +148,91 @@ async def running_server(
                 # of the grace, and every call at least a moment to send its last answer.
                 left = max(grace - (loop.time() - draining), min(grace, 1.0))
                 await asyncio.gather(server.stop(left), http.aclose())
+
+
+def open_store(url: str) -> OperationStore:
+    """The store ``--store`` names: ``memory``, a URL, or a plain path of a SQLite file.
+
+    :raises ValueError: for an unknown URL.
+    :raises CommandError: (bad usage) if the store's extra is not installed.
+    """
+    try:
+        if url != "memory" and not _URL.match(url):
+            from ..stores.sqlite import SQLiteStore
+
+            return SQLiteStore(url)
+        return from_url(url)
+    except ImportError as exc:
+        if "asyncpg" in (exc.name or str(exc)):
+            raise CommandError(
+                "--store postgresql://... needs asyncpg: pip install 'lro-async[postgres]'",
+                EXIT_USAGE,
+            ) from exc
+        raise
+
+
+def _why_not_bound(host: str, port: int) -> str:
+    """Why gRPC could not bind ``host:port`` (it says only "Failed to bind")."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve {host!r} ({exc.strerror or exc})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "the port is taken (another server listens there)"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this machine"
+            if exc.errno == errno.EACCES:
+                return "permission denied (ports below 1024 need privileges)"
+            return exc.strerror or str(exc)
+    return "gRPC could not bind it (GRPC_VERBOSITY=debug shows why)"
+
+
+async def serve_command(args: argparse.Namespace) -> int:
+    """``lro-async serve``: check the TLS files and extras, then serve until a signal.
+
+    :raises CommandError: one line and an exit code for every way it cannot start.
+    """
+    cert, key, ca = check_files(args.tls_cert, args.tls_key, args.tls_ca, server=True)
+    credentials = (
+        None
+        if cert is None or key is None
+        else grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+        )
+    )
+    if args.http_port is not None:
+        try:  # before anything starts: the server module imports uvicorn
+            from ..http import server  # noqa: F401
+        except ImportError as exc:
+            raise CommandError(
+                "--http-port needs the http extra: pip install 'lro-async[http]'", EXIT_USAGE
+            ) from exc
+    http_ssl = (
+        server_ssl_context(args.tls_cert, args.tls_key, args.tls_ca)
+        if credentials is not None and args.http_port is not None
+        else None
+    )
+    try:
+        await serve_forever(
+            args.host,
+            args.port,
+            args.store,
+            grace=args.grace,
+            lease=args.lease,
+            credentials=credentials,
+            http_port=args.http_port,
+            http_ssl=http_ssl,
+        )
+    except (ValueError, TypeError) as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from exc
+    except (LroError, OSError) as exc:
+        raise CommandError(" ".join(str(exc).split()) or type(exc).__name__, EXIT_RPC) from exc
+    return EXIT_OK
 
 
 async def _serve_http(
@@ -158,13 +267,10 @@ def server_credentials(
     """
     if cert is None and key is None and client_ca is None:
         return None
-    if cert is None or key is None:
-        raise CommandError("TLS needs both --tls-cert and --tls-key", EXIT_USAGE)
-    root = read_pem(client_ca, "--tls-ca") if client_ca is not None else None
+    cert_pem, key_pem, root = check_files(cert, key, client_ca, server=True)
+    assert cert_pem is not None and key_pem is not None  # check_files insists on both
     return grpc.ssl_server_credentials(
-        [(read_pem(key, "--tls-key"), read_pem(cert, "--tls-cert"))],
-        root_certificates=root,
-        require_client_auth=root is not None,
+        [(key_pem, cert_pem)], root_certificates=root, require_client_auth=root is not None
     )
 
 

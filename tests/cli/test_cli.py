@@ -118,9 +118,9 @@ async def test_watch_prints_each_progress_change(
     op = await demo.Sleep(_sleep(1.0))
     result = await _cli("watch", op.name, "--target", server[0])
     assert result.returncode == 0, result.stderr
-    percents = [line for line in result.stdout.splitlines() if "percent:" in line]
+    percents = [line for line in result.stdout.splitlines() if '"percent":' in line]
     assert len(percents) >= 3, result.stdout
-    assert "percent: 100" in result.stdout
+    assert '"percent": 100' in result.stdout
 
 
 async def test_get_list_cancel_delete_with_json(

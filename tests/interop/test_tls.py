@@ -448,7 +448,7 @@ async def test_the_cli_waits_on_an_operation_over_server_tls(
         (
             "serve",
             ["--http-port", "0", "--tls-cert", "{server_cert}", "--tls-key", "{client_key}"],
-            "cannot serve HTTPS",
+            "is not the private key of --tls-cert",
         ),
         ("get", ["--tls-cert", "{client_cert}"], "--tls-cert and --tls-key"),
         ("get", ["--tls-ca", "{missing}"], "No such file"),
