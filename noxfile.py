@@ -73,7 +73,7 @@ def examples(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def proto(session: nox.Session) -> None:
-    """Regenerate lro_async/demo's modules and stubs from demo.proto.
+    """Regenerate the modules and stubs of demo.proto (lro_async/demo) and watch.proto (v1).
 
     grpcio-tools 1.71 makes gencode for protobuf 5.29+, so lro_async keeps working with
     protobuf 5, 6 and 7 runtimes; newer tools would raise that floor.
@@ -112,4 +112,5 @@ def proto(session: nox.Session) -> None:
         "--mypy_out=.",
         "--mypy_grpc_out=.",
         "lro_async/demo/demo.proto",
+        "lro_async/v1/watch.proto",
     )

@@ -23,6 +23,7 @@ from .backoff import Backoff
 from .server.auth import Authorizer
 from .server.manager import OperationManager
 from .server.servicer import AsyncOperationsServicer, server_options
+from .server.watching import WatchServicer
 
 __all__ = ["INSTANT", "RpcCounter", "Served", "serve"]
 
@@ -81,6 +82,7 @@ async def serve(
     authorize: Authorizer | None = None,
     register: Callable[[grpc.aio.Server], None] | None = None,
     tls: tuple[grpc.ServerCredentials, grpc.ChannelCredentials] | None = None,
+    watch: bool = True,
 ) -> AsyncIterator[Served]:
     """Serve *manager* (default: a new one on a MemoryStore) on ``127.0.0.1:0``.
 
@@ -91,11 +93,15 @@ async def serve(
     :param tls: serve TLS: the server's credentials (``grpc.ssl_server_credentials``) and
         those of ``Served.channel`` (``grpc.ssl_channel_credentials``); the server's
         certificate must be valid for ``127.0.0.1``. None: plaintext.
+    :param watch: also serve the Watch extension, with the same authorizer (False: a
+        server that has only the standard service).
     """
     manager = manager if manager is not None else OperationManager()
     server = grpc.aio.server(options=server_options())
     servicer = AsyncOperationsServicer(manager, max_wait=max_wait, authorize=authorize)
     servicer.add_to_server(server)
+    if watch:
+        WatchServicer(manager, authorize=authorize).add_to_server(server)
     if register is not None:
         register(server)
     if tls is None:

@@ -12,17 +12,49 @@ This is the server's hottest path when many waits end together: a sleeping waite
 one future and one timer handle, with no coroutine or context manager of its own (an
 ``asyncio.Event`` plus ``asyncio.timeout`` costs twice the objects, and every one of them
 is walked by each full garbage collection while the wait is open).
+
+Watch streams (:mod:`lro_async.server.watching`) wait on many operations at once, so they
+do not sleep per operation: a :class:`Listener` is called synchronously with the name of
+each operation that changes. A stream listens to the operations it watches by name
+(:meth:`Hub.listen`), or to every operation under a parent (:meth:`Hub.subscribe`); every
+subscribed listener also hears when changes may have gone unannounced and when the hub
+closes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+from ..stores.base import parent_of
 
 if TYPE_CHECKING:
     from google.longrunning import operations_pb2
 
-__all__ = ["Hub", "Watch"]
+__all__ = ["ALL", "Hub", "Listener", "Watch"]
+
+ALL = None
+"""The parent :meth:`Hub.subscribe` takes to hear about every operation."""
+
+
+class _NoParent:
+    """Subscribed to hub-wide announcements only."""
+
+
+_NO_PARENT = _NoParent()
+
+
+class Listener(Protocol):
+    """Hears about changes as they are announced; every method must be quick and not raise."""
+
+    def changed(self, name: str, final: bool) -> None:
+        """*name* changed; *final* when it is done or gone, or the hub closed."""
+
+    def resync(self) -> None:
+        """Changes may have gone unannounced: re-read everything."""
+
+    def closed(self) -> None:
+        """The hub closed: the server is shutting down."""
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -33,9 +65,10 @@ def _wake(future: asyncio.Future[None]) -> None:
 class Watch:
     """One operation's waiters, shared by everyone watching it now."""
 
-    __slots__ = ("_any", "_final", "changes", "final", "outcome", "watchers")
+    __slots__ = ("_any", "_final", "_listeners", "changes", "final", "name", "outcome", "watchers")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "") -> None:
+        self.name = name
         self.changes = 0
         """How many changes have been announced since the watch began."""
         self.final = False
@@ -45,6 +78,7 @@ class Watch:
         self.watchers = 0
         self._final: set[asyncio.Future[None]] = set()  # woken by the end only
         self._any: set[asyncio.Future[None]] = set()  # woken by any change
+        self._listeners: set[Listener] | None = None  # streams, told of every change
 
     async def sleep(self, seen: int, timeout: float | None, *, any_change: bool) -> None:
         """Sleep until the operation changes after *seen* changes, or *timeout* seconds.
@@ -79,6 +113,9 @@ class Watch:
         for future in self._any:
             _wake(future)
         self._any.clear()
+        if self._listeners:
+            for listener in self._listeners:
+                listener.changed(self.name, final)
 
 
 class Hub:
@@ -91,6 +128,9 @@ class Hub:
     def __init__(self) -> None:
         self._watches: dict[str, Watch] = {}
         self._closed = False
+        self._subscribed: set[Listener] = set()  # watch streams
+        self._parents: dict[Listener, str | None] = {}  # collection streams -> their parent
+        self._by_parent: dict[str | None, set[Listener]] = {}
 
     def __len__(self) -> int:
         """How many operations are being watched now."""
@@ -104,7 +144,7 @@ class Hub:
         """Start watching *name*; every enter must be paired with a :meth:`leave`."""
         watch = self._watches.get(name)
         if watch is None:
-            watch = self._watches[name] = Watch()
+            watch = self._watches[name] = Watch(name)
             if self._closed:
                 watch.fire(True)
         watch.watchers += 1
@@ -115,6 +155,41 @@ class Hub:
         watch.watchers -= 1
         if watch.watchers == 0 and self._watches.get(name) is watch:
             del self._watches[name]
+
+    def listen(self, name: str, listener: Listener) -> Watch:
+        """Tell *listener* of every change of *name*; pair it with :meth:`unlisten`."""
+        watch = self.enter(name)
+        if watch._listeners is None:
+            watch._listeners = set()
+        watch._listeners.add(listener)
+        return watch
+
+    def unlisten(self, watch: Watch, listener: Listener) -> None:
+        """Stop telling *listener* about *watch*'s operation."""
+        if watch._listeners is not None:
+            watch._listeners.discard(listener)
+        self.leave(watch.name, watch)
+
+    def subscribe(self, listener: Listener, *, parent: str | _NoParent | None = _NO_PARENT) -> None:
+        """Tell *listener* when changes may have gone unannounced and when the hub closes.
+
+        :param parent: also tell it of every change (creations too) of every operation under
+            this parent (``""``: the top level, :data:`ALL`: everywhere).
+        """
+        self._subscribed.add(listener)
+        if not isinstance(parent, _NoParent):
+            self._parents[listener] = parent
+            self._by_parent.setdefault(parent, set()).add(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        """Undo :meth:`subscribe`."""
+        self._subscribed.discard(listener)
+        if listener in self._parents:
+            parent = self._parents.pop(listener)
+            listeners = self._by_parent[parent]
+            listeners.discard(listener)
+            if not listeners:
+                del self._by_parent[parent]
 
     def notify(
         self,
@@ -131,14 +206,22 @@ class Hub:
         watch = self._watches.get(name)
         if watch is not None:
             watch.fire(final, outcome)
+        if self._by_parent:
+            for parent in (parent_of(name), ALL):
+                for listener in self._by_parent.get(parent, ()):
+                    listener.changed(name, final)
 
     def notify_all(self) -> None:
         """Wake every waiter to re-read its operation (e.g. after a lost connection)."""
-        for watch in self._watches.values():
+        for watch in list(self._watches.values()):
             watch.fire(False)
+        for listener in list(self._subscribed):
+            listener.resync()
 
     def close(self) -> None:
         """Wake every waiter for good: the server is shutting down."""
         self._closed = True
-        for watch in self._watches.values():
+        for watch in list(self._watches.values()):
             watch.fire(True)
+        for listener in list(self._subscribed):
+            listener.closed()

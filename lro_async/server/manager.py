@@ -36,6 +36,7 @@ from .names import check_name, check_parent, new_name
 from .servicer import AsyncOperationsServicer
 from .tokens import PageTokens
 from .upkeep import EXPIRE_BATCH, Upkeep, now_us
+from .watching import WatchServicer
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -205,13 +206,18 @@ class OperationManager:
         *,
         max_wait: float = 1800.0,
         authorize: Authorizer | None = None,
+        watch: bool = True,
     ) -> AsyncOperationsServicer:
         """Serve this manager's operations from *server*; return the servicer.
 
         :param authorize: who may do what; see :class:`AsyncOperationsServicer`.
+        :param watch: also serve lro_async's Watch extension (``lro_async.v1.OperationsWatch``,
+            see :class:`~lro_async.server.watching.WatchServicer`) with the same authorizer.
         """
         servicer = AsyncOperationsServicer(self, max_wait=max_wait, authorize=authorize)
         servicer.add_to_server(server)
+        if watch:
+            WatchServicer(self, authorize=authorize).add_to_server(server)
         return servicer
 
     @property
@@ -257,6 +263,7 @@ class OperationManager:
             operation.metadata.CopyFrom(packed)
         lease = Lease(self.replica, now + int(self.lease * 1e6)) if leased and self.shared else None
         await self._store.create(OperationRecord(operation, now, now), lease=lease)
+        self._hub.notify(operation.name)  # for collection watches
         return operation
 
     async def start(
