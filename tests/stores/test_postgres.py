@@ -407,3 +407,18 @@ async def test_request_ids_with_nul_are_refused(make_postgres: MakePostgres) -> 
     with pytest.raises(StoreError, match="NUL"):
         await store.create_once(running("operations/a"), "r\x00")
     assert await store.get("operations/a") is None
+
+
+async def test_racing_create_once_on_two_replicas_inserts_once(make_postgres: MakePostgres) -> None:
+    # Every connection open before the race, so that the inserts really overlap.
+    a, b = [await make_postgres(min_connections=4, max_connections=4) for _ in range(2)]
+    results = await asyncio.gather(
+        *(
+            (a if i % 2 else b).create_once(running(f"projects/p/operations/{i:02d}", i), "race")
+            for i in range(50)
+        )
+    )
+    winners = [written.record for written in results if written.applied]
+    assert len(winners) == 1
+    assert all(written.record == winners[0] for written in results)
+    assert names(await a.list(None, limit=100)) == [winners[0].name]
