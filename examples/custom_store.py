@@ -50,6 +50,15 @@ class AuditedStore(OperationStore):
         self.log.append(f"create {record.name}")
         await self.inner.create(record, lease=lease)
 
+    async def create_once(
+        self, record: OperationRecord, request_id: str, *, lease: Lease | None = None
+    ) -> Written:
+        # Optional: without it, starts with a request_id fail with StoreError.
+        written = await self.inner.create_once(record, request_id, lease=lease)
+        if written.applied:
+            self.log.append(f"create {record.name} (request {request_id})")
+        return written
+
     async def get(self, name: str) -> OperationRecord | None:
         return await self.inner.get(name)
 
@@ -105,6 +114,11 @@ async def main() -> None:
 
             op = await manager.start(work, parent="projects/audited")
             print((await manager.wait(op.name, timeout=10)).done)
+            # A retried start with the same request id gets the same operation back.
+            request_id = "8f14e45f-ceea-467f-a0a4-4e3d3c8b2f0b"
+            first = await manager.start(work, parent="projects/audited", request_id=request_id)
+            again = await manager.start(work, parent="projects/audited", request_id=request_id)
+            print(first.name == again.name, (await manager.wait(again.name, timeout=10)).done)
     print("\n".join(log))
 
 

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lro_async/demo/demo.proto\x12\x11lro_async.demo.v1\x1a#google/longrunning/operations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nat_percent\x18\x03 \x01(\x05\"\x87\x01\n\x0cSleepRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05steps\x18\x03 \x01(\x05\x12+\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x1a.lro_async.demo.v1.Failure\"m\n\rSleepMetadata\x12\x0f\n\x07percent\x18\x01 \x01(\x05\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\r\n\x05steps\x18\x03 \x01(\x05\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\rSleepResponse\x12(\n\x05slept\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05steps\x18\x02 \x01(\x05\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\rExportRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x17\n\x0frows_per_second\x18\x03 \x01(\x03\x12+\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x1a.lro_async.demo.v1.Failure\"H\n\x0e\x45xportMetadata\x12\x11\n\trows_done\x18\x01 \x01(\x03\x12\x12\n\nrows_total\x18\x02 \x01(\x03\x12\x0f\n\x07percent\x18\x03 \x01(\x05\";\n\x0e\x45xportResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x32\xac\x02\n\x04\x44\x65mo\x12\x8e\x01\n\x05Sleep\x12\x1f.lro_async.demo.v1.SleepRequest\x1a\x1d.google.longrunning.Operation\"E\xca\x41\x42\n\x1flro_async.demo.v1.SleepResponse\x12\x1flro_async.demo.v1.SleepMetadata\x12\x92\x01\n\x06\x45xport\x12 .lro_async.demo.v1.ExportRequest\x1a\x1d.google.longrunning.Operation\"G\xca\x41\x44\n lro_async.demo.v1.ExportResponse\x12 lro_async.demo.v1.ExportMetadatab\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lro_async/demo/demo.proto\x12\x11lro_async.demo.v1\x1a#google/longrunning/operations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nat_percent\x18\x03 \x01(\x05\"\x9b\x01\n\x0cSleepRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05steps\x18\x03 \x01(\x05\x12+\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x1a.lro_async.demo.v1.Failure\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"m\n\rSleepMetadata\x12\x0f\n\x07percent\x18\x01 \x01(\x05\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\r\n\x05steps\x18\x03 \x01(\x05\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\rSleepResponse\x12(\n\x05slept\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05steps\x18\x02 \x01(\x05\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\rExportRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x17\n\x0frows_per_second\x18\x03 \x01(\x03\x12+\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x1a.lro_async.demo.v1.Failure\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"H\n\x0e\x45xportMetadata\x12\x11\n\trows_done\x18\x01 \x01(\x03\x12\x12\n\nrows_total\x18\x02 \x01(\x03\x12\x0f\n\x07percent\x18\x03 \x01(\x05\";\n\x0e\x45xportResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x32\xac\x02\n\x04\x44\x65mo\x12\x8e\x01\n\x05Sleep\x12\x1f.lro_async.demo.v1.SleepRequest\x1a\x1d.google.longrunning.Operation\"E\xca\x41\x42\n\x1flro_async.demo.v1.SleepResponse\x12\x1flro_async.demo.v1.SleepMetadata\x12\x92\x01\n\x06\x45xport\x12 .lro_async.demo.v1.ExportRequest\x1a\x1d.google.longrunning.Operation\"G\xca\x41\x44\n lro_async.demo.v1.ExportResponse\x12 lro_async.demo.v1.ExportMetadatab\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,17 +41,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FAILURE']._serialized_start=150
   _globals['_FAILURE']._serialized_end=210
   _globals['_SLEEPREQUEST']._serialized_start=213
-  _globals['_SLEEPREQUEST']._serialized_end=348
-  _globals['_SLEEPMETADATA']._serialized_start=350
-  _globals['_SLEEPMETADATA']._serialized_end=459
-  _globals['_SLEEPRESPONSE']._serialized_start=461
-  _globals['_SLEEPRESPONSE']._serialized_end=579
-  _globals['_EXPORTREQUEST']._serialized_start=581
-  _globals['_EXPORTREQUEST']._serialized_end=696
-  _globals['_EXPORTMETADATA']._serialized_start=698
-  _globals['_EXPORTMETADATA']._serialized_end=770
-  _globals['_EXPORTRESPONSE']._serialized_start=772
-  _globals['_EXPORTRESPONSE']._serialized_end=831
-  _globals['_DEMO']._serialized_start=834
-  _globals['_DEMO']._serialized_end=1134
+  _globals['_SLEEPREQUEST']._serialized_end=368
+  _globals['_SLEEPMETADATA']._serialized_start=370
+  _globals['_SLEEPMETADATA']._serialized_end=479
+  _globals['_SLEEPRESPONSE']._serialized_start=481
+  _globals['_SLEEPRESPONSE']._serialized_end=599
+  _globals['_EXPORTREQUEST']._serialized_start=602
+  _globals['_EXPORTREQUEST']._serialized_end=737
+  _globals['_EXPORTMETADATA']._serialized_start=739
+  _globals['_EXPORTMETADATA']._serialized_end=811
+  _globals['_EXPORTRESPONSE']._serialized_start=813
+  _globals['_EXPORTRESPONSE']._serialized_end=872
+  _globals['_DEMO']._serialized_start=875
+  _globals['_DEMO']._serialized_end=1175
 # @@protoc_insertion_point(module_scope)

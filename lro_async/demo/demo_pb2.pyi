@@ -48,10 +48,15 @@ class SleepRequest(google.protobuf.message.Message):
     DURATION_FIELD_NUMBER: builtins.int
     STEPS_FIELD_NUMBER: builtins.int
     FAILURE_FIELD_NUMBER: builtins.int
+    REQUEST_ID_FIELD_NUMBER: builtins.int
     parent: builtins.str
     """The parent resource of the operation, e.g. "projects/demo"; empty for top level."""
     steps: builtins.int
     """In how many steps (1-1000; 0 means 10)."""
+    request_id: builtins.str
+    """AIP-155: a UUID (1-64 of A-Z, a-z, 0-9, '-' and '_'); a retry with the same parent and
+    request_id returns the same operation instead of starting another. Empty: none.
+    """
     @property
     def duration(self) -> google.protobuf.duration_pb2.Duration:
         """How long to sleep in all (at most one hour)."""
@@ -67,9 +72,10 @@ class SleepRequest(google.protobuf.message.Message):
         duration: google.protobuf.duration_pb2.Duration | None = ...,
         steps: builtins.int = ...,
         failure: global___Failure | None = ...,
+        request_id: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["duration", b"duration", "failure", b"failure"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["duration", b"duration", "failure", b"failure", "parent", b"parent", "steps", b"steps"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["duration", b"duration", "failure", b"failure", "parent", b"parent", "request_id", b"request_id", "steps", b"steps"]) -> None: ...
 
 global___SleepRequest = SleepRequest
 
@@ -131,11 +137,14 @@ class ExportRequest(google.protobuf.message.Message):
     ROWS_FIELD_NUMBER: builtins.int
     ROWS_PER_SECOND_FIELD_NUMBER: builtins.int
     FAILURE_FIELD_NUMBER: builtins.int
+    REQUEST_ID_FIELD_NUMBER: builtins.int
     parent: builtins.str
     rows: builtins.int
     """How many rows to export (1-10,000,000)."""
     rows_per_second: builtins.int
     """How fast (1-10,000,000 rows per second)."""
+    request_id: builtins.str
+    """As SleepRequest.request_id."""
     @property
     def failure(self) -> global___Failure: ...
     def __init__(
@@ -145,9 +154,10 @@ class ExportRequest(google.protobuf.message.Message):
         rows: builtins.int = ...,
         rows_per_second: builtins.int = ...,
         failure: global___Failure | None = ...,
+        request_id: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["failure", b"failure"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["failure", b"failure", "parent", b"parent", "rows", b"rows", "rows_per_second", b"rows_per_second"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["failure", b"failure", "parent", b"parent", "request_id", b"request_id", "rows", b"rows", "rows_per_second", b"rows_per_second"]) -> None: ...
 
 global___ExportRequest = ExportRequest
 

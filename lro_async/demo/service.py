@@ -91,6 +91,7 @@ class DemoService(demo_pb2_grpc.DemoServicer):
             sleep,
             parent=request.parent,
             metadata=demo_pb2.SleepMetadata(steps=steps, start_time=started),
+            request_id=request.request_id,
         )
 
     @rpc_method
@@ -124,5 +125,8 @@ class DemoService(demo_pb2_grpc.DemoServicer):
             return demo_pb2.ExportResponse(rows=rows, uri=uri, sha256=digest.digest())
 
         return await self.manager.start(
-            export, parent=request.parent, metadata=demo_pb2.ExportMetadata(rows_total=rows)
+            export,
+            parent=request.parent,
+            metadata=demo_pb2.ExportMetadata(rows_total=rows),
+            request_id=request.request_id,
         )

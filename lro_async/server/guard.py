@@ -67,6 +67,12 @@ class GuardedStore(OperationStore):
     async def create(self, record: OperationRecord, *, lease: Lease | None = None) -> None:
         await self._call("create", self.store.create(record, lease=lease))
 
+    async def create_once(
+        self, record: OperationRecord, request_id: str, *, lease: Lease | None = None
+    ) -> Written:
+        call = self.store.create_once(record, request_id, lease=lease)
+        return await self._call("create_once", call)
+
     async def get(self, name: str) -> OperationRecord | None:
         return await self._call("get", self.store.get(name))
 

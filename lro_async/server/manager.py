@@ -32,7 +32,7 @@ from .context import OperationContext
 from .guard import GuardedStore
 from .hub import Hub
 from .listing import parse_filter
-from .names import check_name, check_parent, new_name
+from .names import check_name, check_parent, check_request_id, new_name
 from .servicer import AsyncOperationsServicer
 from .tokens import PageTokens
 from .upkeep import EXPIRE_BATCH, Upkeep, now_us
@@ -237,21 +237,28 @@ class OperationManager:
     # -- creating and running ---------------------------------------------------------
 
     async def create(
-        self, *, parent: str = "", metadata: Message | None = None
+        self,
+        *,
+        parent: str = "",
+        metadata: Message | None = None,
+        request_id: str | None = None,
     ) -> operations_pb2.Operation:
         """Create a running operation that the caller finishes by hand.
 
         :param parent: the resource it belongs to, e.g. ``"projects/p"``; ``""``: top level.
         :param metadata: its initial metadata, any protobuf message.
-        :return: the new operation, ``done=false``.
-        :raises InvalidArgument: for a malformed parent.
+        :param request_id: an AIP-155 request id (see :meth:`start`).
+        :return: the new operation, ``done=false`` (or the one *request_id* created).
+        :raises InvalidArgument: for a malformed parent or request id.
         """
-        return await self._create(parent, metadata, leased=False)
+        return (await self._create(parent, metadata, request_id, leased=False))[0]
 
     async def _create(
-        self, parent: str, metadata: Message | None, *, leased: bool
-    ) -> operations_pb2.Operation:
+        self, parent: str, metadata: Message | None, request_id: str | None, *, leased: bool
+    ) -> tuple[operations_pb2.Operation, bool]:
+        """Create an operation; return it and whether it is new (else *request_id*'s)."""
         check_parent(parent)
+        request_id = check_request_id(request_id)
         packed = self._metadata(metadata) if metadata is not None else None
         await self._ready()
         if self._draining:
@@ -262,23 +269,46 @@ class OperationManager:
         if packed is not None:
             operation.metadata.CopyFrom(packed)
         lease = Lease(self.replica, now + int(self.lease * 1e6)) if leased and self.shared else None
-        await self._store.create(OperationRecord(operation, now, now), lease=lease)
-        self._hub.notify(operation.name)  # for collection watches
-        return operation
+        record = OperationRecord(operation, now, now)
+        if request_id is None:
+            await self._store.create(record, lease=lease)
+            self._hub.notify(operation.name)  # for collection watches
+            return operation, True
+        while True:
+            written = await self._store.create_once(record, request_id, lease=lease)
+            if written.applied:
+                self._hub.notify(operation.name)  # for collection watches
+                return operation, True
+            if not self._expired(written.record):
+                return written.record.operation, False
+            # Expired, not yet swept: gone for everyone, so its request id is free again.
+            await self._store.delete(written.record.name)
 
     async def start(
-        self, work: Work, *, parent: str = "", metadata: Message | None = None
+        self,
+        work: Work,
+        *,
+        parent: str = "",
+        metadata: Message | None = None,
+        request_id: str | None = None,
     ) -> operations_pb2.Operation:
         """Run ``work(context)`` as a new operation and return the operation at once.
 
         The value *work* returns is the response. Raising :class:`OperationFailed` fails
         the operation with its code; any other exception fails it with INTERNAL (and is
         logged). CancelOperation cancels the task and records CANCELLED.
+
+        :param request_id: an AIP-155 request id (1-64 of ``A-Za-z0-9_-``, e.g. a UUID;
+            None or ``""``: none). While an operation created with it under the same
+            parent exists (until it is deleted or expires), that operation is returned in
+            its current state and *work* is not run, on every replica of a shared store.
+        :raises InvalidArgument: for a malformed parent or request id.
         """
         if not callable(work):
             raise TypeError(f"work must be a coroutine function, not {work!r}")
-        operation = await self._create(parent, metadata, leased=True)
-        self._run_task(operation.name, work)
+        operation, created = await self._create(parent, metadata, request_id, leased=True)
+        if created:
+            self._run_task(operation.name, work)
         return operation
 
     def _run_task(self, name: str, work: Work) -> None:

@@ -7,7 +7,15 @@ import secrets
 
 from ..errors import InvalidArgument
 
-__all__ = ["MAX_NAME_LENGTH", "check_name", "check_parent", "list_parent", "new_name"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "MAX_REQUEST_ID_LENGTH",
+    "check_name",
+    "check_parent",
+    "check_request_id",
+    "list_parent",
+    "new_name",
+]
 
 MAX_NAME_LENGTH = 512
 _MAX_PARENT_LENGTH = MAX_NAME_LENGTH - len("/operations/") - 22  # an id is 22 characters
@@ -15,6 +23,9 @@ _MAX_PARENT_LENGTH = MAX_NAME_LENGTH - len("/operations/") - 22  # an id is 22 c
 _SEGMENT = r"[A-Za-z0-9._~:@+-]+"
 _PARENT = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 _NAME = re.compile(rf"(?:{_SEGMENT}/)*operations/{_SEGMENT}")
+
+MAX_REQUEST_ID_LENGTH = 64
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_REQUEST_ID_LENGTH}}}", re.ASCII)
 
 
 def new_name(parent: str) -> str:
@@ -79,3 +90,29 @@ def list_parent(name: str) -> str | None:
     if not parent:
         raise InvalidArgument(f"{name!r} is not a parent to list: use '' or 'operations'")
     return check_parent(parent)
+
+
+def check_request_id(request_id: str | None) -> str | None:
+    """Return *request_id* if it is a well-formed AIP-155 request id; None for none.
+
+    AIP-155 asks for a UUID; lro_async accepts 1-64 ASCII letters, digits, ``-`` and ``_``
+    (a UUID with or without dashes, a ULID, a base64url token), compared exactly (case
+    included). None and ``""`` mean no request id.
+
+    :raises InvalidArgument: if it is not a string, too long, or has another character.
+    """
+    if request_id is None or request_id == "":
+        return None
+    if not isinstance(request_id, str):
+        raise InvalidArgument(f"a request id must be a string, not {type(request_id).__name__}")
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidArgument(
+            f"the request id is {len(request_id)} characters long; "
+            f"the limit is {MAX_REQUEST_ID_LENGTH}"
+        )
+    if not _REQUEST_ID.fullmatch(request_id):
+        raise InvalidArgument(
+            f"{request_id!r} is not a request id: use a UUID "
+            "(1-64 of the letters A-Z and a-z, digits, '-' and '_')"
+        )
+    return request_id

@@ -43,7 +43,7 @@ DB_ERRORS: Final = (
 )
 """What asyncpg raises when the database or the connection to it fails."""
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 SECRET_BYTES: Final = 32
 
 
@@ -168,6 +168,17 @@ def _migrations(schema: str) -> dict[int, tuple[Statement, ...]]:
             (
                 f"INSERT INTO {schema}.shared_secret (secret) VALUES ($1)",
                 (secrets.token_bytes(SECRET_BYTES),),
+            ),
+        ),
+        3: (
+            # AIP-155 request ids: unique per parent while the operation's row lives.
+            # Nullable without a default (no row rewritten); the partial index holds only
+            # the operations created with one.
+            (f'ALTER TABLE {table} ADD COLUMN request_id text COLLATE "C"', ()),
+            (
+                f"CREATE UNIQUE INDEX operations_by_request ON {table} (parent, request_id)"
+                " WHERE request_id IS NOT NULL",
+                (),
             ),
         ),
     }

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Self
 
 from google.longrunning import operations_pb2
 
+from ..errors import StoreError
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -187,6 +189,27 @@ class OperationStore(abc.ABC):
             :meth:`expired_leases`; a single-process store may ignore it.
         :raises StoreError: if an operation of that name exists already.
         """
+
+    async def create_once(
+        self, record: OperationRecord, request_id: str, *, lease: Lease | None = None
+    ) -> Written:
+        """Insert a new operation unless its parent has one created with *request_id*.
+
+        The request id (AIP-155) is unique per parent: of any number of racing calls with
+        the same parent and request id (on any number of processes sharing the store)
+        exactly one inserts its record; the others insert nothing and get that one back.
+        The id lives as long as the operation's record: once it is deleted or expired,
+        the id may be used again. Stores that implement this also keep :meth:`create`
+        working as before (its operations have no request id).
+
+        :param request_id: a non-empty string (the manager checks its form).
+        :param lease: as for :meth:`create`.
+        :return: *record* with ``applied=True`` if it was inserted; else the existing
+            operation with ``applied=False``.
+        :raises StoreError: if the store keeps no request ids (the default), or if an
+            operation named as *record* exists already.
+        """
+        raise StoreError(f"{type(self).__name__} does not keep request ids (it has no create_once)")
 
     @abc.abstractmethod
     async def get(self, name: str) -> OperationRecord | None:

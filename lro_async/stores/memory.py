@@ -71,17 +71,35 @@ class MemoryStore(OperationStore):
         self._records: dict[str, _Kept] = {}
         self._order: list[PageKey] = []  # every record's page key, sorted
         self._leases: dict[str, Lease] = {}  # of operations not done yet
+        # (parent, request id) -> name, and back, of operations created with a request id.
+        self._requests: dict[tuple[str, str], str] = {}
+        self._request_keys: dict[str, tuple[str, str]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
 
     async def create(self, record: OperationRecord, *, lease: Lease | None = None) -> None:
+        self._insert(record, lease)
+
+    def _insert(self, record: OperationRecord, lease: Lease | None) -> None:
         if record.name in self._records:
             raise StoreError(f"operation {record.name!r} exists already")
         self._records[record.name] = _keep(record)
         bisect.insort(self._order, record.page_key)
         if lease is not None and not record.done:
             self._leases[record.name] = lease
+
+    async def create_once(
+        self, record: OperationRecord, request_id: str, *, lease: Lease | None = None
+    ) -> Written:
+        key = (parent_of(record.name), request_id)
+        existing = self._requests.get(key)
+        if existing is not None:
+            return Written(_record(self._records[existing]), applied=False)
+        self._insert(record, lease)  # no await since the check: no duplicate can slip in
+        self._requests[key] = record.name
+        self._request_keys[record.name] = key
+        return Written(record, applied=True)
 
     async def get(self, name: str) -> OperationRecord | None:
         kept = self._records.get(name)
@@ -127,6 +145,9 @@ class MemoryStore(OperationStore):
         if kept is None:
             return False
         self._leases.pop(name, None)
+        key = self._request_keys.pop(name, None)
+        if key is not None:
+            del self._requests[key]
         index = bisect.bisect_left(self._order, (kept[0], name))
         del self._order[index]
         return True

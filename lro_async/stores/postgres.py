@@ -246,6 +246,45 @@ class PostgresStore(OperationStore):
     # -- OperationStore ---------------------------------------------------------------
 
     async def create(self, record: OperationRecord, *, lease: Lease | None = None) -> None:
+        async with self._connection("create") as connection:
+            created = await self._insert(connection, record, lease, None)
+        if not created:
+            raise StoreError(f"operation {record.name!r} exists already")
+
+    async def create_once(
+        self, record: OperationRecord, request_id: str, *, lease: Lease | None = None
+    ) -> Written:
+        if _NUL in request_id:
+            raise StoreError(f"PostgreSQL cannot store a request id with NUL: {request_id!r}")
+        parent = parent_of(record.name)
+        async with self._connection("create_once") as connection:
+            while True:  # until this insert or another one with the request id is seen
+                # A racing insert of the same (parent, request_id) makes this one wait for
+                # it to commit, then insert nothing: the unique index decides, on any replica.
+                if await self._insert(connection, record, lease, request_id):
+                    return Written(record, applied=True)
+                row = await connection.fetchrow(
+                    f"SELECT operation, create_time, update_time FROM {self._table}"
+                    " WHERE parent = $1 AND request_id = $2",
+                    parent,
+                    request_id,
+                )
+                if row is not None:
+                    return Written(_sql.record_from_row(*row), applied=False)
+                if await connection.fetchval(
+                    f"SELECT 1 FROM {self._table} WHERE name = $1", record.name
+                ):
+                    raise StoreError(f"operation {record.name!r} exists already")
+                # The operation holding the request id was deleted just now: insert again.
+
+    async def _insert(
+        self,
+        connection: _pg.Connection,
+        record: OperationRecord,
+        lease: Lease | None,
+        request_id: str | None,
+    ) -> bool:
+        """Insert *record* unless its name or request id is taken; return whether it was."""
         if _NUL in record.name:
             raise StoreError(f"PostgreSQL cannot store a name containing NUL: {record.name!r}")
         if lease is not None and _NUL in lease.owner:
@@ -253,29 +292,29 @@ class PostgresStore(OperationStore):
         if record.done:
             lease = None  # nothing left to run, so no one to outlive
         error_code, metadata_type, response_type = _sql.derived_columns(record.operation)
-        async with self._connection("create") as connection:
-            row = await connection.fetchrow(
-                f"WITH created AS (INSERT INTO {self._table} (name, parent, create_time,"
-                " update_time, done, error_code, metadata_type, response_type, operation,"
-                " lease_owner, lease_expires)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $12)"
-                " ON CONFLICT (name) DO NOTHING RETURNING name)"
-                " SELECT pg_notify($10, name) FROM created",
-                record.name,
-                parent_of(record.name),
-                record.create_time,
-                record.update_time,
-                record.done,
-                error_code,
-                metadata_type,
-                response_type,
-                record.operation.SerializeToString(),
-                self.channel,
-                None if lease is None else lease.owner,
-                None if lease is None else lease.expires,
-            )
-        if row is None:
-            raise StoreError(f"operation {record.name!r} exists already")
+        # ON CONFLICT without a target: a taken name or (parent, request_id) inserts nothing.
+        row = await connection.fetchrow(
+            f"WITH created AS (INSERT INTO {self._table} (name, parent, create_time,"
+            " update_time, done, error_code, metadata_type, response_type, operation,"
+            " lease_owner, lease_expires, request_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $12, $13)"
+            " ON CONFLICT DO NOTHING RETURNING name)"
+            " SELECT pg_notify($10, name) FROM created",
+            record.name,
+            parent_of(record.name),
+            record.create_time,
+            record.update_time,
+            record.done,
+            error_code,
+            metadata_type,
+            response_type,
+            record.operation.SerializeToString(),
+            self.channel,
+            None if lease is None else lease.owner,
+            None if lease is None else lease.expires,
+            request_id,
+        )
+        return row is not None
 
     async def get(self, name: str) -> OperationRecord | None:
         if _NUL in name:

@@ -51,7 +51,7 @@ logger = logging.getLogger("lro_async")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 _TABLE: Final = "lro_operations"
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -80,16 +80,22 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         f"CREATE INDEX lro_operations_lease_owner ON {_TABLE} (lease_owner)"
         " WHERE done = 0 AND lease_owner IS NOT NULL",
     ),
+    3: (
+        # AIP-155 request ids: unique per parent while the operation's row lives.
+        f"ALTER TABLE {_TABLE} ADD COLUMN request_id TEXT",
+        f"CREATE UNIQUE INDEX lro_operations_by_request ON {_TABLE} (parent, request_id)"
+        " WHERE request_id IS NOT NULL",
+    ),
 }
 _DIALECT: Final = _sql.SQLiteDialect()
 _SELECT: Final = f"SELECT operation, create_time, update_time FROM {_TABLE}"
 _INSERT: Final = (
     f"INSERT INTO {_TABLE} (name, parent, create_time, update_time, done, error_code,"
-    " metadata_type, response_type, operation, lease_owner, lease_expires)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " metadata_type, response_type, operation, lease_owner, lease_expires, request_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # What a store opened read-only refuses (by the name _run is given).
-_WRITES: Final = frozenset({"create", "set_metadata", "finish", "delete", "expire", "renew"})
+_WRITES: Final = frozenset({"create", "create_once", "set_metadata", "finish", "delete", "expire", "renew"})
 _MEMORY: Final = ":memory:"
 
 
@@ -282,31 +288,25 @@ class SQLiteStore(OperationStore):
     # -- OperationStore ---------------------------------------------------------------
 
     async def create(self, record: OperationRecord, *, lease: Lease | None = None) -> None:
-        blob = record.operation.SerializeToString()
-        error_code, metadata_type, response_type = _sql.derived_columns(record.operation)
-        if record.done:
-            lease = None  # nothing left to run, so no one to outlive
-        row = (
-            record.name,
-            parent_of(record.name),
-            record.create_time,
-            record.update_time,
-            int(record.done),
-            error_code,
-            metadata_type,
-            response_type,
-            blob,
-            None if lease is None else lease.owner,
-            None if lease is None else lease.expires,
-        )
+        row = _row(record, lease, None)
+        await self._run("create", lambda connection: _insert(connection, record.name, row))
 
-        def insert(connection: sqlite3.Connection) -> None:
-            try:
-                connection.execute(_INSERT, row)
-            except sqlite3.IntegrityError:
-                raise StoreError(f"operation {record.name!r} exists already") from None
+    async def create_once(
+        self, record: OperationRecord, request_id: str, *, lease: Lease | None = None
+    ) -> Written:
+        row = _row(record, lease, request_id)
 
-        await self._run("create", insert)
+        def create_once(connection: sqlite3.Connection) -> Written:
+            with _transaction(connection):  # one writer at a time: the check holds
+                existing = connection.execute(
+                    f"{_SELECT} WHERE parent = ? AND request_id = ?", (row[1], request_id)
+                ).fetchone()
+                if existing is not None:
+                    return Written(_sql.record_from_row(*existing), applied=False)
+                _insert(connection, record.name, row)
+            return Written(record, applied=True)
+
+        return await self._run("create_once", create_once)
 
     async def get(self, name: str) -> OperationRecord | None:
         return await self._run("get", lambda connection: _get(connection, name))
@@ -458,6 +458,36 @@ def _migrate(connection: sqlite3.Connection, path: str) -> None:
         if (error := unwritable(path, exc)) is not None:
             raise error from exc
         raise
+
+
+def _row(
+    record: OperationRecord, lease: Lease | None, request_id: str | None
+) -> tuple[object, ...]:
+    """The parameters of ``_INSERT`` for *record*."""
+    error_code, metadata_type, response_type = _sql.derived_columns(record.operation)
+    if record.done:
+        lease = None  # nothing left to run, so no one to outlive
+    return (
+        record.name,
+        parent_of(record.name),
+        record.create_time,
+        record.update_time,
+        int(record.done),
+        error_code,
+        metadata_type,
+        response_type,
+        record.operation.SerializeToString(),
+        None if lease is None else lease.owner,
+        None if lease is None else lease.expires,
+        request_id,
+    )
+
+
+def _insert(connection: sqlite3.Connection, name: str, row: tuple[object, ...]) -> None:
+    try:
+        connection.execute(_INSERT, row)
+    except sqlite3.IntegrityError:
+        raise StoreError(f"operation {name!r} exists already") from None
 
 
 def _migrate_schema(connection: sqlite3.Connection) -> None:

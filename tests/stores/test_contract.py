@@ -125,6 +125,91 @@ async def test_records_handed_in_or_out_are_never_aliased(store: OperationStore)
     assert again.operation.metadata == pack(empty_pb2.Empty())
 
 
+# -- create_once (AIP-155 request ids) ----------------------------------------------------
+
+
+async def test_a_repeated_request_id_returns_the_first_operation_and_inserts_nothing(
+    store: OperationStore,
+) -> None:
+    first = record("projects/p/operations/a", 1, metadata=pack(duration_pb2.Duration(seconds=1)))
+    created = await store.create_once(first, "req-1")
+    assert created.applied and created.record == first
+    await store.set_metadata(first.name, pack(duration_pb2.Duration(seconds=2)), 5)
+    again = await store.create_once(record("projects/p/operations/b", 2), "req-1")
+    assert not again.applied
+    assert again.record == await store.get(first.name)  # its current state
+    assert again.record.operation.metadata == pack(duration_pb2.Duration(seconds=2))
+    assert await store.get("projects/p/operations/b") is None
+    assert names(await store.list(None, limit=10)) == [first.name]
+
+
+async def test_request_ids_are_scoped_to_their_parent_and_compared_exactly(
+    store: OperationStore,
+) -> None:
+    created = [
+        await store.create_once(record(name, i), request_id)
+        for i, (name, request_id) in enumerate(
+            [
+                ("projects/p/operations/a", "req"),
+                ("projects/q/operations/b", "req"),  # another parent
+                ("operations/c", "req"),  # top level
+                ("projects/p/operations/d", "REQ"),  # another id: case counts
+                ("projects/p/operations/e", "req2"),
+            ]
+        )
+    ]
+    assert all(written.applied for written in created)
+    assert len(await store.list(None, limit=10)) == 5
+    again = await store.create_once(record("projects/q/operations/f", 9), "req")
+    assert (again.applied, again.record.name) == (False, "projects/q/operations/b")
+
+
+async def test_operations_without_a_request_id_never_collide_with_one(
+    store: OperationStore,
+) -> None:
+    await store.create(record("projects/p/operations/a", 1))
+    await store.create(record("projects/p/operations/b", 2))
+    assert (await store.create_once(record("projects/p/operations/c", 3), "r")).applied
+    await store.create(record("projects/p/operations/d", 4))
+    assert len(await store.list("projects/p", limit=10)) == 4
+
+
+async def test_create_once_of_a_taken_name_raises_store_error_and_keeps_the_first(
+    store: OperationStore,
+) -> None:
+    await store.create(record("operations/a", 1))
+    with pytest.raises(StoreError, match="exists"):
+        await store.create_once(record("operations/a", 2, error=status_pb2.Status(code=2)), "r")
+    assert await store.get("operations/a") == record("operations/a", 1)
+    assert (await store.create_once(record("operations/b", 3), "r")).applied  # r is free
+
+
+async def test_deleting_or_expiring_an_operation_frees_its_request_id(
+    store: OperationStore,
+) -> None:
+    await store.create_once(record("operations/a", 1), "deleted")
+    assert await store.delete("operations/a")
+    written = await store.create_once(record("operations/b", 2), "deleted")
+    assert written.applied and written.record.name == "operations/b"
+    done = record("operations/c", 1, update_time=10, response=pack(empty_pb2.Empty()))
+    await store.create_once(done, "expired")
+    assert await store.expire(100, 10) == 1
+    written = await store.create_once(record("operations/d", 200), "expired")
+    assert written.applied and written.record.name == "operations/d"
+
+
+async def test_of_fifty_concurrent_creates_with_one_request_id_exactly_one_inserts(
+    store: OperationStore,
+) -> None:
+    results = await asyncio.gather(
+        *(store.create_once(record(f"projects/p/operations/{i:02d}", i), "race") for i in range(50))
+    )
+    winners = [written.record for written in results if written.applied]
+    assert len(winners) == 1
+    assert all(written.record == winners[0] for written in results)
+    assert names(await store.list(None, limit=100)) == [winners[0].name]
+
+
 # -- set_metadata / finish ----------------------------------------------------------------
 
 

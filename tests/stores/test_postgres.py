@@ -7,6 +7,7 @@ import contextlib
 import statistics
 import time
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2
@@ -204,7 +205,7 @@ async def test_five_replicas_creating_the_schema_at_once_all_succeed(
         versions = await admin.fetch(f'SELECT version FROM "{pg_schema}".schema_version')
     finally:
         await admin.close()
-    assert [tuple(row) for row in versions] == [(1,), (2,)]
+    assert [tuple(row) for row in versions] == [(v,) for v in range(1, _pg.SCHEMA_VERSION + 1)]
 
 
 async def test_a_schema_from_a_newer_version_is_refused(
@@ -356,3 +357,59 @@ async def test_a_version_1_schema_is_migrated_and_keeps_its_operations(
     await store.create(running("operations/new"), lease=Lease("me", 5))
     assert names(await store.expired_leases(10**18, 10)) == ["operations/new"]
     assert len(await store.shared_secret()) == 32
+
+
+async def test_a_version_2_schema_is_migrated_to_unique_request_ids(
+    make_postgres: MakePostgres, postgres_dsn: str, pg_schema: str
+) -> None:
+    quoted = f'"{pg_schema}"'
+    admin = await admin_connection(postgres_dsn)
+    try:
+        await admin.execute(f"CREATE SCHEMA {quoted}")
+        await admin.execute(f"CREATE TABLE {quoted}.schema_version (version integer)")
+        for version in (1, 2):
+            for statement, args in _pg._migrations(quoted)[version]:
+                await admin.execute(statement, *args)
+            await admin.execute(f"INSERT INTO {quoted}.schema_version VALUES ($1)", version)
+        await admin.execute(
+            f"INSERT INTO {quoted}.operations (name, parent, create_time, update_time, done,"
+            " error_code, metadata_type, response_type, operation)"
+            " VALUES ('operations/old', '', 1, 1, false, 0, '', '', $1)",
+            operations_pb2.Operation(name="operations/old").SerializeToString(),
+        )
+        store = await make_postgres()
+        assert await store.get("operations/old") == running("operations/old")
+        assert (await store.create_once(running("operations/a"), "r")).applied
+        again = await store.create_once(running("operations/b"), "r")
+        assert (again.applied, again.record.name) == (False, "operations/a")
+        versions = await admin.fetch(f"SELECT version FROM {quoted}.schema_version")
+        assert [tuple(row) for row in versions] == [(v,) for v in range(1, _pg.SCHEMA_VERSION + 1)]
+        # The database itself refuses a duplicate, not only the store's code.
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await admin.execute(
+                f"UPDATE {quoted}.operations SET request_id = 'r' WHERE name = 'operations/old'"
+            )
+    finally:
+        await admin.close()
+
+
+async def test_request_ids_with_nul_are_refused(make_postgres: MakePostgres) -> None:
+    store = await make_postgres()
+    with pytest.raises(StoreError, match="NUL"):
+        await store.create_once(running("operations/a"), "r\x00")
+    assert await store.get("operations/a") is None
+
+
+async def test_racing_create_once_on_two_replicas_inserts_once(make_postgres: MakePostgres) -> None:
+    # Every connection open before the race, so that the inserts really overlap.
+    a, b = [await make_postgres(min_connections=4, max_connections=4) for _ in range(2)]
+    results = await asyncio.gather(
+        *(
+            (a if i % 2 else b).create_once(running(f"projects/p/operations/{i:02d}", i), "race")
+            for i in range(50)
+        )
+    )
+    winners = [written.record for written in results if written.applied]
+    assert len(winners) == 1
+    assert all(written.record == winners[0] for written in results)
+    assert names(await a.list(None, limit=100)) == [winners[0].name]

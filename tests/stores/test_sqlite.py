@@ -18,7 +18,9 @@ from google.rpc import status_pb2
 from lro_async import StoreError
 from lro_async.stores import OperationRecord
 from lro_async.stores.base import Lease
-from lro_async.stores.sqlite import _MIGRATIONS, SQLiteStore
+from lro_async.stores.sqlite import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+
+VERSIONS = [(version,) for version in range(1, SCHEMA_VERSION + 1)]
 
 
 def _ignore(name: str) -> None:
@@ -115,7 +117,7 @@ async def test_operations_persist_across_reopening(tmp_path: Path) -> None:
         assert record.operation.response.type_url == "t/x"
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert check.execute("SELECT version FROM lro_schema_version").fetchall() == [(1,), (2,)]
+        assert check.execute("SELECT version FROM lro_schema_version").fetchall() == VERSIONS
     check.close()
 
 
@@ -240,5 +242,35 @@ async def test_a_version_1_file_is_migrated_and_keeps_its_operations(tmp_path: P
         assert expired.name == "operations/new"
         assert await store.shared_secret() is None  # one process serves from a file
     with sqlite3.connect(path) as check:
-        assert check.execute("SELECT version FROM lro_schema_version").fetchall() == [(1,), (2,)]
+        assert check.execute("SELECT version FROM lro_schema_version").fetchall() == VERSIONS
+    check.close()
+
+
+async def test_a_version_2_file_is_migrated_to_unique_request_ids(tmp_path: Path) -> None:
+    path = tmp_path / "operations.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE lro_schema_version (version INTEGER)")
+        for version in (1, 2):
+            for statement in _MIGRATIONS[version]:
+                setup.execute(statement)
+            setup.execute("INSERT INTO lro_schema_version VALUES (?)", (version,))
+        setup.execute(
+            "INSERT INTO lro_operations VALUES"
+            " ('operations/old', '', 1, 1, 0, 0, '', '', ?, NULL, NULL)",
+            (operations_pb2.Operation(name="operations/old").SerializeToString(),),
+        )
+    setup.close()
+    async with SQLiteStore(path) as store:
+        await store.open(_ignore)
+        assert await store.get("operations/old") == running("operations/old")
+        assert (await store.create_once(running("operations/a"), "r")).applied
+        again = await store.create_once(running("operations/b"), "r")
+        assert (again.applied, again.record.name) == (False, "operations/a")
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT version FROM lro_schema_version").fetchall() == VERSIONS
+        # The database itself refuses a duplicate, not only the store's code.
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            check.execute(
+                "UPDATE lro_operations SET request_id = 'r' WHERE name = 'operations/old'"
+            )
     check.close()
