@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf import struct_pb2, wrappers_pb2
 
@@ -68,6 +69,10 @@ class FaultyStore(MemoryStore):
         await self._fault("finish")
         return await super().finish(name, update_time, **outcome)
 
+    async def renew(self, owner: str, expires: int, names: Collection[str]) -> int:
+        await self._fault("renew")
+        return await super().renew(owner, expires, names)
+
 
 def checks() -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith("lro_async:check")]
@@ -117,6 +122,32 @@ async def test_an_end_still_refused_when_the_manager_closes_is_logged_once(
     assert manager.running == 0
     shut = [line for line in lines(caplog, logging.ERROR) if "as the server shut down" in line]
     assert len(shut) == 1 and op.name in shut[0]
+
+
+async def test_an_end_is_retried_only_while_the_lease_can_still_be_ours(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FaultyStore(shared=True)
+    lease = 1.0
+    loop = asyncio.get_running_loop()
+    async with lro_async.OperationManager(store=store, lease=lease) as manager:
+
+        async def work(ctx: lro_async.OperationContext) -> None:
+            store.fail["finish"] = store.fail["renew"] = 10**9  # the store is gone
+
+        op = await manager.start(work)
+        started = loop.time()
+        await settle(lambda: manager.running == 0, "the task gave up when its lease ran out")
+        took = loop.time() - started
+        assert took <= lease + 0.5, f"retried for {took:.1f}s past a {lease:g}s lease"
+        assert store.calls["finish"] >= 2
+        store.fail.clear()  # the store is back: the lease has run out, anyone reaps it
+        done = await manager.wait(op.name, 10 * lease)
+        assert done.done
+        assert done.error.code == grpc.StatusCode.ABORTED.value[0]
+        assert "replica" in done.error.message
+    [gave_up] = [line for line in lines(caplog, logging.ERROR) if "gave up" in line]
+    assert op.name in gave_up and "lease ran out" in gave_up
 
 
 async def test_a_progress_write_the_store_refuses_a_few_times_is_retried(
