@@ -12,7 +12,14 @@ from typing import Any
 import grpc
 from google.longrunning import operations_pb2
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from ..client.operation import AsyncOperation
 from ..client.operations import AsyncOperationsClient
@@ -118,19 +125,20 @@ async def wait(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         op = client.operation(args.name)
         columns = (
+            SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
+            TaskProgressColumn(),  # no percentage while it is unknown
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(args.name, total=100)
+            task = bar.add_task(args.name, total=None)  # a pulsing bar until a fraction shows
 
             async def follow() -> None:
                 async for metadata in op.progress():
                     percent = render.percent_of(render.unpack_any(metadata))
                     if percent is not None:
-                        bar.update(task, completed=percent)
+                        bar.update(task, total=100, completed=percent)
 
             await _await_following(op, args.timeout, follow())
         return await _finish(args, op.operation)

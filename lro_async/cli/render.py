@@ -9,25 +9,14 @@ from typing import Any
 import grpc
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory, text_format
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from ..demo import demo_pb2  # noqa: F401 - registers the demo's types for display
+from ..progress import progress_fraction
 
 __all__ = ["any_text", "describe", "dumps", "operation_json", "percent_of", "state", "unpack_any"]
 
 _CODES = {code.value[0]: code.name for code in grpc.StatusCode}
-_PERCENT_FIELDS = ("percent", "progress_percent", "percent_done")
-_NUMERIC = frozenset(
-    {
-        FieldDescriptor.CPPTYPE_INT32,
-        FieldDescriptor.CPPTYPE_INT64,
-        FieldDescriptor.CPPTYPE_UINT32,
-        FieldDescriptor.CPPTYPE_UINT64,
-        FieldDescriptor.CPPTYPE_FLOAT,
-        FieldDescriptor.CPPTYPE_DOUBLE,
-    }
-)
 
 
 def unpack_any(packed: any_pb2.Any) -> Message | None:
@@ -97,12 +86,6 @@ def dumps(value: object) -> str:
 
 
 def percent_of(metadata: Message | None) -> float | None:
-    """A progress percentage (0-100) from a numeric metadata field such as ``percent``."""
-    if metadata is None:
-        return None
-    fields = metadata.DESCRIPTOR.fields_by_name
-    for name in _PERCENT_FIELDS:
-        field = fields.get(name)
-        if field is not None and field.cpp_type in _NUMERIC:
-            return min(100.0, max(0.0, float(getattr(metadata, name))))
-    return None
+    """A progress percentage (0-100) read by :func:`lro_async.progress_fraction`."""
+    fraction = progress_fraction(metadata)
+    return None if fraction is None else fraction * 100
