@@ -2,6 +2,7 @@
 
 Await any ``google.longrunning`` operation (``await op``) with one shared long-poll per
 operation, and serve operations from grpc.aio with an event-driven WaitOperation.
+Synchronous callers use :mod:`lro_async.sync` (``import lro_async.sync``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .errors import ResourceExhausted as ResourceExhausted
 from .errors import RpcError as RpcError
 from .errors import StoreError as StoreError
 from .errors import UnexpectedOperationState as UnexpectedOperationState
+from .progress import progress_fraction as progress_fraction
 from .server.auth import Access as Access
 from .server.auth import Authorizer as Authorizer
 from .server.auth import Caller as Caller
@@ -44,6 +46,7 @@ __all__ = [
     "WaitPolicy",
     "as_completed",
     "gather",
+    "progress_fraction",
     # configuration
     "Backoff",
     # errors

@@ -1,14 +1,19 @@
-"""Protobuf helpers: Any packing, Status <-> exception, Duration and Timestamp conversion."""
+"""Protobuf helpers: Any packing, Status <-> exception, Duration and Timestamp conversion.
+
+Message types are protobuf classes or proto-plus classes (the types of the google-cloud-*
+libraries). proto-plus is recognised by duck typing, so it is never imported here: a
+proto-plus class has ``pb()``, ``wrap()`` and ``meta.full_name``.
+"""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
 import math
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
 from google.longrunning import operations_pb2
-from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
+from google.protobuf import any_pb2, descriptor_pool, duration_pb2, message_factory, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
@@ -17,8 +22,12 @@ from .errors import OperationFailed, UnexpectedOperationState, code_number, stat
 __all__ = [
     "WAIT_MODE_HEADER",
     "WAIT_MODE_PROGRESS",
+    "MessageKind",
+    "check_message_type",
     "describe",
     "duration_seconds",
+    "find_message_type",
+    "full_name_of",
     "metadata_fingerprint",
     "parse_progress_header",
     "progress_header",
@@ -31,6 +40,7 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 _TYPE_URL_PREFIX = "type.googleapis.com/"
 
@@ -53,12 +63,88 @@ def type_url_of(message_type: type[Message]) -> str:
     return _TYPE_URL_PREFIX + message_type.DESCRIPTOR.full_name
 
 
-def unpack(packed: any_pb2.Any, message_type: type[M], *, what: str = "value") -> M:
-    """Unpack *packed* into a new *message_type*.
+#: ``"pb"``: a protobuf message class; ``"pp"``: a proto-plus message class.
+MessageKind = Literal["pb", "pp"]
+
+
+def _is_proto_plus(message_type: object) -> bool:
+    return (
+        isinstance(message_type, type)
+        and callable(getattr(message_type, "pb", None))
+        and callable(getattr(message_type, "wrap", None))
+        and isinstance(getattr(getattr(message_type, "meta", None), "full_name", None), str)
+    )
+
+
+def check_message_type(message_type: object, *, what: str) -> MessageKind:
+    """Return the kind of *message_type*, or raise TypeError if it is not a message class.
+
+    :param what: the parameter's name, for the error (e.g. ``"result_type"``).
+    :raises TypeError: for anything but a protobuf or a proto-plus message class.
+    """
+    if isinstance(message_type, type) and issubclass(message_type, Message):
+        return "pb"
+    if _is_proto_plus(message_type):
+        return "pp"
+    shown = message_type.__name__ if isinstance(message_type, type) else repr(message_type)
+    raise TypeError(
+        f"{what} must be a protobuf message class or a proto-plus message class "
+        f"(e.g. google.cloud.redis_v1.Instance), not {shown}"
+    )
+
+
+def full_name_of(message_type: type[Any]) -> str:
+    """The full protobuf name of a protobuf or proto-plus message class."""
+    if check_message_type(message_type, what="message_type") == "pp":
+        name: str = message_type.meta.full_name
+        return name
+    return str(message_type.DESCRIPTOR.full_name)
+
+
+def find_message_type(full_name: str, kind: MessageKind) -> type[Any]:
+    """Find the message class of *full_name* among the types this process has imported.
+
+    Protobuf classes come from the default descriptor pool; proto-plus classes from the
+    rules proto-plus registers for each of its types.
+
+    :raises KeyError: no such type is known (its module has not been imported).
+    """
+    descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
+    pb_class: type[Message] = message_factory.GetMessageClass(descriptor)
+    if kind == "pb":
+        return pb_class
+    # proto-plus keeps, per package, a marshal whose rules map each protobuf class to the
+    # proto-plus class wrapping it; the marshal module is loaded once any proto-plus
+    # class exists.
+    import sys
+
+    marshal = sys.modules.get("proto.marshal.marshal")
+    instances = getattr(getattr(marshal, "Marshal", None), "_instances", {})
+    for instance in list(instances.values()):
+        wrapper = getattr(getattr(instance, "_rules", {}).get(pb_class), "_wrapper", None)
+        if wrapper is not None and _is_proto_plus(wrapper):
+            found: type[Any] = wrapper
+            return found
+    raise KeyError(full_name)
+
+
+def unpack(packed: any_pb2.Any, message_type: type[T], *, what: str = "value") -> T:
+    """Unpack *packed* into a new *message_type* (a protobuf or a proto-plus class).
 
     :param what: names the value in the error, e.g. ``"response of 'operations/42'"``.
     :raises UnexpectedOperationState: if the Any holds another type or does not parse.
     """
+    if issubclass(message_type, Message):
+        return _unpack(packed, message_type, what)
+    if _is_proto_plus(message_type):
+        wrapper: Any = message_type
+        wrapped: T = wrapper.wrap(_unpack(packed, wrapper.pb(), what))
+        return wrapped
+    check_message_type(message_type, what=what)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _unpack(packed: any_pb2.Any, message_type: type[M], what: str) -> M:
     message = message_type()
     if packed.TypeName() != message_type.DESCRIPTOR.full_name:
         raise UnexpectedOperationState(

@@ -13,7 +13,14 @@ from typing import Any, cast
 import grpc
 from google.longrunning import operations_pb2
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from ..client.operation import AsyncOperation
 from ..client.operations import AsyncOperationsClient
@@ -214,20 +221,21 @@ async def wait(args: argparse.Namespace) -> int:
             await _show(args, session, op.operation)
             return _outcome(args, op.operation)
         columns = (
+            SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
+            TaskProgressColumn(),  # no percentage while it is unknown
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task(args.name, total=100)
+            task = bar.add_task(args.name, total=None)  # a pulsing bar until a fraction shows
 
             async def follow() -> None:
                 async for metadata in op.progress():
                     await session.types.learn(metadata.TypeName())
                     percent = render.percent_of(render.unpack_any(metadata, session.types))
                     if percent is not None:
-                        bar.update(task, completed=percent)
+                        bar.update(task, total=100, completed=percent)
 
             await _await_following(args, session, op, follow())
         await _show(args, session, op.operation)

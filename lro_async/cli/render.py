@@ -26,10 +26,10 @@ from google.protobuf import (  # noqa: F401 - imported to register the well-know
     timestamp_pb2,
     wrappers_pb2,
 )
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401 - registered for display
 
+from ..progress import progress_fraction
 from .reflection import TypeResolver
 
 __all__ = [
@@ -45,17 +45,6 @@ __all__ = [
 ]
 
 _CODES = {code.value[0]: code.name for code in grpc.StatusCode}
-_PERCENT_FIELDS = ("percent", "progress_percent", "percent_done")
-_NUMERIC = frozenset(
-    {
-        FieldDescriptor.CPPTYPE_INT32,
-        FieldDescriptor.CPPTYPE_INT64,
-        FieldDescriptor.CPPTYPE_UINT32,
-        FieldDescriptor.CPPTYPE_UINT64,
-        FieldDescriptor.CPPTYPE_FLOAT,
-        FieldDescriptor.CPPTYPE_DOUBLE,
-    }
-)
 
 
 def _pool_of(
@@ -178,21 +167,6 @@ def compact(value: object) -> str:
 
 
 def percent_of(metadata: Message | None) -> float | None:
-    """A progress percentage (0-100) from a numeric metadata field such as ``percent``.
-
-    A ``google.protobuf.Struct`` counts too, with a number under one of those keys.
-    """
-    if metadata is None:
-        return None
-    if isinstance(metadata, struct_pb2.Struct):
-        for name in _PERCENT_FIELDS:
-            value = metadata.fields.get(name)
-            if value is not None and value.WhichOneof("kind") == "number_value":
-                return min(100.0, max(0.0, value.number_value))
-        return None
-    fields = metadata.DESCRIPTOR.fields_by_name
-    for name in _PERCENT_FIELDS:
-        field = fields.get(name)
-        if field is not None and field.cpp_type in _NUMERIC:
-            return min(100.0, max(0.0, float(getattr(metadata, name))))
-    return None
+    """A progress percentage (0-100) read by :func:`lro_async.progress_fraction`."""
+    fraction = progress_fraction(metadata)
+    return None if fraction is None else fraction * 100

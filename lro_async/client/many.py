@@ -13,7 +13,6 @@ from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from google.longrunning import operations_pb2
-from google.protobuf.message import Message
 
 from ..errors import OperationTimeout
 
@@ -23,8 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["as_completed", "gather"]
 
-R = TypeVar("R", bound=Message)
-M = TypeVar("M", bound=Message)
+R = TypeVar("R")
+M = TypeVar("M")
 
 _Finished = tuple["AsyncOperation[Any, Any]", Exception | None]
 

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 import grpc
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2
-from google.protobuf.message import Message
 
 from ..errors import OperationFailed, OperationTimeout, UnexpectedOperationState
-from ..protobuf import describe, unpack
+from ..protobuf import check_message_type, describe, unpack
+from .tokens import encode_token
 
 if TYPE_CHECKING:
     from .operations import AsyncOperationsClient
@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncOperation"]
 
-ResultT = TypeVar("ResultT", bound=Message)
-MetadataT = TypeVar("MetadataT", bound=Message)
-R = TypeVar("R", bound=Message)
-M = TypeVar("M", bound=Message)
+# Protobuf messages, proto-plus messages, or the packed Any when no type is given.
+ResultT = TypeVar("ResultT")
+MetadataT = TypeVar("MetadataT")
+R = TypeVar("R")
+M = TypeVar("M")
 
 _CANCELLED = grpc.StatusCode.CANCELLED.value[0]
 
@@ -45,8 +46,10 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
 
     :param operation: the operation, or just its name (to resume waiting by name).
     :param client: the client whose RPCs it uses.
-    :param result_type: the message type of the response; None keeps the packed ``Any``.
+    :param result_type: the message type of the response (a protobuf or a proto-plus
+        class); None keeps the packed ``Any``.
     :param metadata_type: the message type of the metadata; None keeps the packed ``Any``.
+    :raises TypeError: a type that is neither a protobuf nor a proto-plus message class.
     """
 
     def __init__(
@@ -61,6 +64,10 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
             operation = operations_pb2.Operation(name=operation)
         if not operation.name:
             raise ValueError("an operation needs a name")
+        if result_type is not None:
+            check_message_type(result_type, what="result_type")
+        if metadata_type is not None:
+            check_message_type(metadata_type, what="metadata_type")
         self._operation = operation
         self._client = client
         self._result_type = result_type
@@ -113,8 +120,8 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
         operation: operations_pb2.Operation,
         client: AsyncOperationsClient,
         *,
-        result_type: type[Message] | None = None,
-        metadata_type: type[Message] | None = None,
+        result_type: type[Any] | None = None,
+        metadata_type: type[Any] | None = None,
     ) -> AsyncOperation[Any, Any]:
         """Wrap an Operation proto returned by any service's RPC (or by google-api-core).
 
@@ -209,6 +216,20 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
         await self._client.cancel_operation(self.name, timeout=timeout)
         return True
 
+    async def refresh(self, *, timeout: float | None = None) -> operations_pb2.Operation:
+        """Fetch the operation's latest state now (one GetOperation) and return it.
+
+        A done operation answers without an RPC. Seeing it done runs the done callbacks.
+
+        :raises RpcError: e.g. :class:`OperationNotFound`.
+        """
+        if self._operation.done:
+            return self._operation
+        operation = await self._client.get_operation(self.name, timeout=timeout)
+        if not self._operation.done:  # a waiter may have seen the end meanwhile
+            self._operation_changed(operation)
+        return self._operation
+
     async def progress(self) -> AsyncGenerator[MetadataT, None]:
         """Yield the metadata now and each time it changes; end when the operation is done.
 
@@ -219,21 +240,67 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
 
         :raises RpcError: waiting failed for good (an operation that fails just ends).
         """
-        last: any_pb2.Any | None = None
-        if self._operation.HasField("metadata"):
-            last = self._operation.metadata
-            yield self._unpack_metadata(last)
-        if self._operation.done:
-            return
-        waiter, ticket = self._join(progress=True)
+        async with contextlib.aclosing(self._changes()) as changes:
+            async for operation in changes:
+                yield self._unpack_metadata(operation.metadata)
+
+    async def until(
+        self, predicate: Callable[[MetadataT], object], timeout: float | None = None
+    ) -> MetadataT:
+        """Wait until the metadata satisfies *predicate*; return that metadata.
+
+        The current metadata is checked first, then each change :meth:`progress` sees
+        (sharing the one waiter of this operation), including the final metadata of an
+        operation that succeeds.
+
+        Example::
+
+            md = await op.until(lambda md: md.percent >= 50, timeout=600)
+
+        :param predicate: called with each metadata, unpacked to ``metadata_type``.
+        :param timeout: seconds to wait at most; None waits as long as it takes.
+        :raises OperationFailed: the operation failed first (:class:`OperationCancelled`
+            if it was cancelled), whatever its last metadata says.
+        :raises UnexpectedOperationState: the operation succeeded and not even its final
+            metadata satisfies *predicate* (the condition can no longer come true).
+        :raises OperationTimeout: *timeout* passed first; the remote operation keeps running.
+        :raises RpcError: waiting failed for good.
+        """
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0, not {timeout!r}")
+        limit = asyncio.timeout(timeout)
         try:
-            async with contextlib.aclosing(waiter.updates()) as updates:
-                async for operation in updates:
-                    if operation.HasField("metadata") and operation.metadata != last:
-                        last = operation.metadata
-                        yield self._unpack_metadata(last)
-        finally:
-            await waiter.leave(ticket)
+            async with limit:
+                return await self._until(predicate)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise OperationTimeout(
+                f"the metadata of operation {self.name!r} did not satisfy the predicate "
+                f"within {timeout} s; the operation keeps running"
+            ) from None
+
+    async def _until(self, predicate: Callable[[MetadataT], object]) -> MetadataT:
+        async with contextlib.aclosing(self._changes()) as changes:
+            async for operation in changes:
+                if operation.done and operation.HasField("error"):
+                    break
+                metadata = self._unpack_metadata(operation.metadata)
+                if predicate(metadata):
+                    return metadata
+        self._outcome(self._operation)  # raises the error of a failed operation
+        raise UnexpectedOperationState(
+            f"operation {self.name!r} succeeded but its metadata never satisfied the predicate"
+        )
+
+    def token(self) -> str:
+        """A compact, URL-safe string from which another process resumes this operation.
+
+        It carries the operation's name and the names of its result and metadata types
+        (JSON, never pickle); pass it to ``client.operation_from_token``. It is not a
+        secret and not a signature: access is whatever the server grants the caller.
+        """
+        return encode_token(self.name, self._result_type, self._metadata_type)
 
     def add_done_callback(self, fn: Callable[[AsyncOperation[ResultT, MetadataT]], object]) -> None:
         """Call ``fn(self)`` once, when the operation is seen done or waiting for it fails.
@@ -256,6 +323,25 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
         return before - len(self._callbacks)
 
     # -- internals ----------------------------------------------------------------------
+
+    async def _changes(self) -> AsyncGenerator[operations_pb2.Operation, None]:
+        """Yield the state now if it has metadata, then each state with changed metadata."""
+        current = self._operation
+        last: any_pb2.Any | None = None
+        if current.HasField("metadata"):
+            last = current.metadata
+            yield current
+        if current.done:
+            return
+        waiter, ticket = self._join(progress=True)
+        try:
+            async with contextlib.aclosing(waiter.updates()) as updates:
+                async for operation in updates:
+                    if operation.HasField("metadata") and operation.metadata != last:
+                        last = operation.metadata
+                        yield operation
+        finally:
+            await waiter.leave(ticket)
 
     def _join(
         self, *also: Observer, deadline: float | None = None, progress: bool = False

@@ -5,22 +5,48 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import Any, Protocol, Self, TypeVar, overload
 
 import grpc
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2
-from google.protobuf.message import Message
 
 from .operation import AsyncOperation
 from .policy import WaitPolicy
+from .tokens import decode_token
 from .transport import GrpcTransport, Metadata, OperationsTransport
 from .waiting import Waiters
 
-__all__ = ["AsyncOperationsClient"]
+__all__ = ["ApiCoreOperation", "AsyncOperationsClient"]
 
-R = TypeVar("R", bound=Message)
-M = TypeVar("M", bound=Message)
+R = TypeVar("R")
+M = TypeVar("M")
+
+
+class ApiCoreOperation(Protocol):
+    """A google-api-core ``operation.Operation`` or ``operation_async.AsyncOperation``."""
+
+    @property
+    def operation(self) -> operations_pb2.Operation: ...
+
+
+def _from_api_core(
+    operation: object, result_type: type[Any] | None, metadata_type: type[Any] | None
+) -> tuple[operations_pb2.Operation | str, type[Any] | None, type[Any] | None]:
+    """Take the proto (and, where not given, the types) of a google-api-core operation."""
+    if isinstance(operation, (str, operations_pb2.Operation)):
+        return operation, result_type, metadata_type
+    proto = getattr(operation, "operation", None)
+    if not isinstance(proto, operations_pb2.Operation):
+        raise TypeError(
+            "expected an operation name, an Operation proto or a google-api-core operation, "
+            f"not {type(operation).__name__}"
+        )
+    if result_type is None:
+        result_type = getattr(operation, "_result_type", None)
+    if metadata_type is None:
+        metadata_type = getattr(operation, "_metadata_type", None)
+    return proto, result_type, metadata_type
 
 
 class AsyncOperationsClient:
@@ -130,7 +156,15 @@ class AsyncOperationsClient:
     @overload
     def operation(
         self,
-        operation: operations_pb2.Operation | str,
+        operation: ApiCoreOperation,
+        *,
+        result_type: None = None,
+        metadata_type: None = None,
+    ) -> AsyncOperation[Any, Any]: ...
+    @overload
+    def operation(
+        self,
+        operation: operations_pb2.Operation | str | ApiCoreOperation,
         *,
         result_type: type[R],
         metadata_type: type[M],
@@ -138,7 +172,7 @@ class AsyncOperationsClient:
     @overload
     def operation(
         self,
-        operation: operations_pb2.Operation | str,
+        operation: operations_pb2.Operation | str | ApiCoreOperation,
         *,
         result_type: type[R],
         metadata_type: None = None,
@@ -146,7 +180,7 @@ class AsyncOperationsClient:
     @overload
     def operation(
         self,
-        operation: operations_pb2.Operation | str,
+        operation: operations_pb2.Operation | str | ApiCoreOperation,
         *,
         result_type: None = None,
         metadata_type: type[M],
@@ -161,18 +195,25 @@ class AsyncOperationsClient:
     ) -> AsyncOperation[any_pb2.Any, any_pb2.Any]: ...
     def operation(
         self,
-        operation: operations_pb2.Operation | str,
+        operation: operations_pb2.Operation | str | ApiCoreOperation,
         *,
-        result_type: type[Message] | None = None,
-        metadata_type: type[Message] | None = None,
+        result_type: type[Any] | None = None,
+        metadata_type: type[Any] | None = None,
     ) -> AsyncOperation[Any, Any]:
         """Return an :class:`AsyncOperation` for a name or an Operation proto, without an RPC.
 
-        :param operation: the operation's name (to resume waiting by name) or its proto
-            (which is copied).
-        :param result_type: the response message type; None keeps the packed ``Any``.
+        :param operation: the operation's name (to resume waiting by name), its proto
+            (which is copied), or a google-api-core ``Operation``/``AsyncOperation`` (what
+            a Google Cloud client's long-running call returns), whose proto is taken and,
+            where not given here, its result and metadata types.
+        :param result_type: the response message type, a protobuf or a proto-plus class
+            (e.g. ``google.cloud.redis_v1.Instance``); None keeps the packed ``Any``.
         :param metadata_type: the metadata message type; None keeps the packed ``Any``.
+        :raises TypeError: a type that is not a protobuf or proto-plus message class.
         """
+        operation, result_type, metadata_type = _from_api_core(
+            operation, result_type, metadata_type
+        )
         if isinstance(operation, str):
             return AsyncOperation(
                 operation, self, result_type=result_type, metadata_type=metadata_type
@@ -180,6 +221,24 @@ class AsyncOperationsClient:
         return AsyncOperation.from_operation(
             operation, self, result_type=result_type, metadata_type=metadata_type
         )
+
+    def operation_from_token(self, token: str) -> AsyncOperation[Any, Any]:
+        """Return the operation an ``op.token()`` names, typed as it was, without an RPC.
+
+        The result and metadata types are looked up among the types this process has
+        imported (the protobuf descriptor pool, or proto-plus's registry).
+
+        Example::
+
+            token = op.token()  # in one process
+            op = client.operation_from_token(token)  # in another
+            resp = await op
+
+        :raises ValueError: a malformed, truncated or altered token, or a type this process
+            does not know (import the module that defines it first).
+        """
+        name, result_type, metadata_type = decode_token(token)
+        return AsyncOperation(name, self, result_type=result_type, metadata_type=metadata_type)
 
     # -- the RPCs -----------------------------------------------------------------------
 
