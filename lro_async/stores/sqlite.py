@@ -96,7 +96,9 @@ _INSERT: Final = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # What a store opened read-only refuses (by the name _run is given).
-_WRITES: Final = frozenset({"create", "create_once", "set_metadata", "finish", "delete", "expire", "renew"})
+_WRITES: Final = frozenset(
+    {"create", "create_once", "set_metadata", "finish", "delete", "expire", "renew"}
+)
 _MEMORY: Final = ":memory:"
 
 
