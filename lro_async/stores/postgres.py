@@ -22,6 +22,11 @@ changes neither the operation nor its ``version`` and announces nothing, so it n
 a concurrent write retry or a waiter wake. The schema also holds one random 32-byte secret,
 created with it under the migration lock, that every replica reads: ListOperations page
 tokens signed with it are accepted by any replica.
+
+Request ids (:meth:`PostgresStore.create_once`, AIP-155) live in a ``request_id`` column
+under a partial unique index on ``(parent, request_id)``. An ``INSERT ... ON CONFLICT DO
+NOTHING`` that races another with the same key waits for it to commit and inserts
+nothing, then reads the winner back: of racing replicas exactly one inserts.
 """
 
 from __future__ import annotations
