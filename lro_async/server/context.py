@@ -87,6 +87,12 @@ class OperationContext:
         """
         if self._deleted.is_set():
             return False
+        if not self._manager.store.may_stall:  # it neither fails nor stalls: no timer
+            try:
+                return await self._manager.set_metadata(self.name, metadata)
+            except OperationNotFound:
+                self._deleted.set()
+                return False
         loop = asyncio.get_running_loop()
         started = loop.time()
         delays = PROGRESS_RETRY.delays()

@@ -97,7 +97,12 @@ class Upkeep:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:  # a bug: say so once
+            logger.error("%s failed", task.get_name(), exc_info=exc)
 
     async def _recover(self) -> None:
         """Resume or abort what a previous process left running in a durable store."""
