@@ -14,6 +14,7 @@ from .client.many import gather as gather
 from .client.operation import AsyncOperation as AsyncOperation
 from .client.operations import AsyncOperationsClient as AsyncOperationsClient
 from .client.policy import WaitPolicy as WaitPolicy
+from .client.policy import channel_options as channel_options
 from .errors import InvalidArgument as InvalidArgument
 from .errors import LroError as LroError
 from .errors import OperationCancelled as OperationCancelled
@@ -45,6 +46,7 @@ __all__ = [
     "AsyncOperationsClient",
     "WaitPolicy",
     "as_completed",
+    "channel_options",
     "gather",
     "progress_fraction",
     # configuration

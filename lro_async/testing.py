@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from .backoff import Backoff
+from .client.policy import channel_options
 from .server.auth import Authorizer
 from .server.manager import OperationManager
 from .server.servicer import AsyncOperationsServicer, server_options
@@ -112,9 +113,9 @@ async def serve(
     target = f"127.0.0.1:{port}"
     try:
         async with (
-            grpc.aio.insecure_channel(target)
+            grpc.aio.insecure_channel(target, options=channel_options())
             if tls is None
-            else grpc.aio.secure_channel(target, tls[1])
+            else grpc.aio.secure_channel(target, tls[1], options=channel_options())
         ) as channel:
             yield Served(manager, servicer, server, target, channel)
     finally:

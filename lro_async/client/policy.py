@@ -9,7 +9,7 @@ import grpc
 
 from ..backoff import Backoff
 
-__all__ = ["WaitPolicy"]
+__all__ = ["WaitPolicy", "channel_options"]
 
 _RETRY_CODES = frozenset(
     {
@@ -22,7 +22,34 @@ _RETRY_CODES = frozenset(
     }
 )
 _POLL = Backoff(initial=1.0, multiplier=1.5, maximum=20.0, jitter=True)
-_RETRY = Backoff(initial=0.1, multiplier=2.0, maximum=10.0, jitter=True)
+# Capped at 5 s: a waiter retries within 5 s of a restarted server's return (with
+# channel_options() reconnecting the channel as fast), at most one call per 2.5 s on
+# average while the server is away (full jitter).
+_RETRY = Backoff(initial=0.1, multiplier=2.0, maximum=5.0, jitter=True)
+
+
+def channel_options(*, max_reconnect_backoff: float = 2.0) -> list[tuple[str, int]]:
+    """The grpc.aio channel options lro_async recommends for waiting on operations.
+
+    ``grpc.aio.insecure_channel(target, options=lro_async.channel_options())``. A gRPC
+    channel whose server went away tries to reconnect with a backoff that grows to 120 s
+    by default, and calls fail at once meanwhile (UNAVAILABLE): a waiter that retries
+    after a restarted server is back still fails until the channel's next attempt, up to
+    two minutes later. These options keep the attempts at most *max_reconnect_backoff*
+    seconds apart (gRPC adds 20 % jitter), so waiters notice a server's return within a
+    few seconds; each attempt is one TCP connect per channel, not per waiter.
+
+    :param max_reconnect_backoff: the longest pause between reconnection attempts, seconds.
+    """
+    if not 0.1 <= max_reconnect_backoff <= 3600:
+        raise ValueError(
+            f"max_reconnect_backoff must be within 0.1 and 3600 s, not {max_reconnect_backoff!r}"
+        )
+    longest = int(max_reconnect_backoff * 1000)
+    return [
+        ("grpc.initial_reconnect_backoff_ms", min(500, longest)),
+        ("grpc.max_reconnect_backoff_ms", longest),
+    ]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
