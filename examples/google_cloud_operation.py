@@ -4,7 +4,8 @@ A Google Cloud async client's long-running call returns a google-api-core
 ``operation_async.AsyncOperation``; its ``.operation`` is the Operation proto. Hand that to
 ``client.operation(...)`` and await it with long-polling instead of api-core's polling.
 Here a local lro_async server stands in for the Google API.
-Run: ``python examples/google_cloud_operation.py`` (needs google-api-core).
+Needs google-api-core (``pip install "google-api-core[grpc]"``; not a dependency of lro_async).
+Run: ``python examples/google_cloud_operation.py``.
 """
 
 from __future__ import annotations
