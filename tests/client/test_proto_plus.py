@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from google.api_core import operation_async
+from google.api_core import operation, operation_async
 from google.cloud import redis_v1
 from google.cloud.redis_v1.services.cloud_redis.transports import CloudRedisGrpcAsyncIOTransport
 from google.longrunning import operations_pb2
@@ -169,3 +169,15 @@ async def test_something_that_is_not_an_operation_is_refused() -> None:
         with pytest.raises(TypeError, match="google-api-core operation, not int"):
             client.operation(42)  # type: ignore[call-overload]
         await client.aclose()
+
+
+async def test_a_sync_api_core_operation_is_taken_too() -> None:
+    async with lro_async.testing.serve() as served:
+        proto = await served.manager.create()
+        await served.manager.complete(proto.name, redis_v1.Instance.pb(redis_v1.Instance(name="s")))
+        api_core_op = operation.Operation(  # type: ignore[no-untyped-call]
+            proto, lambda: proto, lambda: None, redis_v1.Instance, redis_v1.OperationMetadata
+        )
+        async with lro_async.AsyncOperationsClient(served.channel) as client:
+            instance = await client.operation(api_core_op).result(timeout=30)
+    assert isinstance(instance, redis_v1.Instance) and instance.name == "s"
