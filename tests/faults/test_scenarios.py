@@ -85,9 +85,7 @@ async def _kill_and_restart(run: Run, replica: Replica) -> None:
     await replica.kill()
     run.ended_fault()
     await asyncio.sleep(run.rng.uniform(0.1, 1.0))  # pacing: down for a while
-    await replica.start()
-    await replica.mark_up()
-    run.creating.add(replica.label)
+    await _restart(run, replica)
 
 
 async def _drain_and_restart(run: Run, replica: Replica) -> None:
@@ -97,8 +95,16 @@ async def _drain_and_restart(run: Run, replica: Replica) -> None:
     code = await replica.terminate(GRACE + 15)
     assert code == 0, f"{replica.label} exited with {code} after SIGTERM"
     run.ended_fault()
+    await _restart(run, replica)
+
+
+async def _restart(run: Run, replica: Replica) -> None:
+    # Starting a Python process takes a core for a second or two: a burst on this machine.
+    burst = Window(time.time())
+    run.bursts.append(burst)
     await replica.start()
     await replica.mark_up()
+    burst.end = time.time() + 1.0
     run.creating.add(replica.label)
 
 
