@@ -67,7 +67,9 @@ async def running_server(
     answers (so that health checks see NOT_SERVING, not a closed port): new operations
     are refused with UNAVAILABLE, waiters get the latest state at once, and running
     operations get *grace* seconds to finish before the rest are cancelled (recorded
-    CANCELLED). Then the server stops; nothing acknowledged is lost.
+    ABORTED, "the server shut down before the operation finished"). Then the server
+    stops; nothing acknowledged is lost. Cancelling the task during the drain cuts the
+    grace short: the rest is recorded at once and the server stops without waiting.
 
     :param credentials: serve TLS with these (see :func:`server_credentials`); None: plaintext.
     :param http_port: also serve Operations over HTTP/JSON on ``host:http_port`` (0: a
@@ -114,16 +116,36 @@ async def running_server(
         try:
             yield Running(manager, server, checker, f"{host}:{bound}", http_target)
         finally:
-            await checker.enter_graceful_shutdown()
-            loop = asyncio.get_running_loop()
-            draining = loop.time()
-            try:
-                await manager.drain(grace)
-            finally:
-                # Waiters are answered by now; long streams (health Watch) get what is left
-                # of the grace, and every call at least a moment to send its last answer.
-                left = max(grace - (loop.time() - draining), min(grace, 1.0))
-                await asyncio.gather(server.stop(left), http.aclose())
+            await _shut_down(manager, server, checker, http, grace)
+
+
+async def _shut_down(
+    manager: OperationManager,
+    server: grpc.aio.Server,
+    checker: health.aio.HealthServicer,
+    http: contextlib.AsyncExitStack,
+    grace: float,
+) -> None:
+    """Report NOT_SERVING, drain the manager, stop the servers; cancelled: at once."""
+    loop = asyncio.get_running_loop()
+    draining = loop.time()
+    cut_short = False
+    try:
+        await checker.enter_graceful_shutdown()
+        await manager.drain(grace)
+    except asyncio.CancelledError:
+        cut_short = True  # told to stop now: no grace left for anyone
+        await manager.aclose()  # (done already if the drain had begun)
+        raise
+    finally:
+        # Waiters are answered by now; long streams (health Watch) get what is left of
+        # the grace, and every call at least a moment to send its last answer.
+        left = 0.0 if cut_short else max(grace - (loop.time() - draining), min(grace, 1.0))
+        try:
+            await asyncio.gather(server.stop(left), http.aclose())
+        except asyncio.CancelledError:  # told to stop now, while stopping
+            await server.stop(0)
+            raise
 
 
 async def _serve_http(
@@ -201,6 +223,10 @@ async def serve_forever(
 ) -> None:
     """Serve until SIGINT or SIGTERM, then drain gracefully within *grace* seconds.
 
+    A second SIGINT or SIGTERM during the drain stops at once: work still running is
+    recorded ABORTED ("the server shut down before the operation finished") without
+    waiting for the rest of the grace.
+
     :param credentials: serve TLS with these; None: plaintext.
     :param http_port: also serve HTTP/JSON on this port.
     :param http_ssl: serve that as HTTPS with this context.
@@ -208,8 +234,20 @@ async def serve_forever(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    serving = asyncio.current_task()
+    forced = False
+
+    def on_signal() -> None:
+        nonlocal forced
+        if not stop.is_set():
+            stop.set()
+        elif not forced and serving is not None:
+            forced = True
+            print("lro-async: stopping now (second signal)", file=sys.stderr, flush=True)
+            serving.cancel()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     try:
         async with running_server(
             host,
@@ -227,7 +265,15 @@ async def serve_forever(
                 scheme = "HTTP" if http_ssl is None else "HTTPS"
                 print(f"lro-async: serving {scheme}/JSON on {running.http_target}", flush=True)
             await stop.wait()
-            print(f"lro-async: draining (up to {grace:g}s)", file=sys.stderr, flush=True)
+            print(
+                f"lro-async: draining (up to {grace:g}s; a second signal stops at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+    except asyncio.CancelledError:
+        if not forced or serving is None:
+            raise
+        serving.uncancel()  # the stop we were asked for, not an error
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import LroError, StoreError
@@ -107,8 +107,8 @@ class GuardedStore(OperationStore):
     async def running(self, limit: int, after: str | None = None) -> Records:
         return await self._call("running", self.store.running(limit, after))
 
-    async def renew(self, owner: str, expires: int) -> int:
-        return await self._call("renew", self.store.renew(owner, expires))
+    async def renew(self, owner: str, expires: int, names: Collection[str]) -> int:
+        return await self._call("renew", self.store.renew(owner, expires, names))
 
     async def expired_leases(self, now: int, limit: int) -> Records:
         return await self._call("expired_leases", self.store.expired_leases(now, limit))

@@ -34,6 +34,7 @@ from .hub import Hub
 from .listing import parse_filter
 from .names import check_name, check_parent, new_name
 from .servicer import AsyncOperationsServicer
+from .tasks import SHUT_DOWN, Outcome, Tasks
 from .tokens import PageTokens
 from .upkeep import EXPIRE_BATCH, Upkeep, now_us
 
@@ -119,10 +120,11 @@ class OperationManager:
         self._page_token_key = page_token_key
         self._page_tokens = PageTokens(page_token_key or secrets.token_bytes(32))
         self._hub = Hub()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks = Tasks(self._finish_with, self._response, now_us)
         self._upkeep = Upkeep(self)
         self._opened: asyncio.Task[None] | None = None
-        self._closed = False
+        self._closing = False  # aclose() began: no second one
+        self._closed = False  # and ended its records: the manager answers no more
         self._draining = False
         self._last_create_us = 0
 
@@ -159,30 +161,37 @@ class OperationManager:
 
         New operations are refused (UNAVAILABLE) from the start; every waiter gets the
         latest state at once; running work has *grace* seconds to finish before what is
-        left is cancelled and recorded CANCELLED by :meth:`aclose`. Stop the gRPC server
-        (``server.stop(grace)``) alongside, so that callers retry elsewhere.
+        left is cancelled by :meth:`aclose` and recorded as ABORTED with the message
+        "the server shut down before the operation finished" (not CANCELLED, which
+        says a user cancelled it). Stop the gRPC server (``server.stop(grace)``)
+        alongside, so that callers retry elsewhere.
+
+        Cancelling the drain cuts the grace short: it closes at once (as :meth:`aclose`)
+        and then raises ``CancelledError``.
         """
         self._draining = True
         self._hub.close()
-        tasks = list(self._tasks.values())
-        if tasks and grace > 0:
-            await asyncio.wait(tasks, timeout=grace)
-        await self.aclose()
+        tasks = self._tasks.values()
+        try:
+            if tasks and grace > 0:
+                await asyncio.wait(tasks, timeout=grace)
+        finally:
+            await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel running work (recorded as CANCELLED), answer every waiter, close the store.
+        """Stop running work, answer every waiter, close the store.
 
-        Idempotent. Waiters get the operation's latest state at once.
+        Work still running is recorded as ABORTED ("the server shut down before the
+        operation finished"), then cancelled; an end not yet written (the store failed)
+        gets one last try. Idempotent. Waiters get the operation's latest state at once.
         """
-        if self._closed:
+        if self._closing:
             return
+        self._closing = self._draining = True
+        # Records first, while the work may still write progress (a write after its
+        # end is refused, never an error), then the cancellations.
+        await self._tasks.close(Outcome(error=_aborted(SHUT_DOWN)))
         self._closed = True
-        tasks = list(self._tasks.items())
-        for name, _ in tasks:
-            await self._finish(name, error=_cancelled("the server shut down"))
-        for _, task in tasks:
-            task.cancel()
-        await asyncio.gather(*(t for _, t in tasks), return_exceptions=True)
         await self._upkeep.aclose()
         self._hub.close()
         await self._store.aclose()
@@ -220,7 +229,8 @@ class OperationManager:
 
     @property
     def running(self) -> int:
-        """How many operations this manager is running now."""
+        """How many operations this manager holds now: running, or their end not yet
+        written (the store failed; it is retried)."""
         return len(self._tasks)
 
     @property
@@ -240,11 +250,12 @@ class OperationManager:
         :return: the new operation, ``done=false``.
         :raises InvalidArgument: for a malformed parent.
         """
-        return await self._create(parent, metadata, leased=False)
+        operation, _ = await self._create(parent, metadata, leased=False)
+        return operation
 
     async def _create(
         self, parent: str, metadata: Message | None, *, leased: bool
-    ) -> operations_pb2.Operation:
+    ) -> tuple[operations_pb2.Operation, Lease | None]:
         check_parent(parent)
         packed = self._metadata(metadata) if metadata is not None else None
         await self._ready()
@@ -257,7 +268,7 @@ class OperationManager:
             operation.metadata.CopyFrom(packed)
         lease = Lease(self.replica, now + int(self.lease * 1e6)) if leased and self.shared else None
         await self._store.create(OperationRecord(operation, now, now), lease=lease)
-        return operation
+        return operation, lease
 
     async def start(
         self, work: Work, *, parent: str = "", metadata: Message | None = None
@@ -266,49 +277,20 @@ class OperationManager:
 
         The value *work* returns is the response. Raising :class:`OperationFailed` fails
         the operation with its code; any other exception fails it with INTERNAL (and is
-        logged). CancelOperation cancels the task and records CANCELLED.
+        logged). CancelOperation cancels the task and records CANCELLED. The end is
+        written until the store takes it (see :class:`OperationContext` for progress
+        writes and for what DeleteOperation does to running work).
         """
         if not callable(work):
             raise TypeError(f"work must be a coroutine function, not {work!r}")
-        operation = await self._create(parent, metadata, leased=True)
-        self._run_task(operation.name, work)
+        operation, lease = await self._create(parent, metadata, leased=True)
+        self._run_task(operation.name, work, None if lease is None else lease.expires)
         return operation
 
-    def _run_task(self, name: str, work: Work) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(name, work), name=name)
-        self._tasks[name] = task
-        task.add_done_callback(lambda _: self._tasks.pop(name, None))
-
-    async def _run(self, name: str, work: Work) -> None:
-        try:
-            result = await work(OperationContext(self, name))
-            response = self._response(result)
-        except asyncio.CancelledError:
-            await self._record(name, error=_cancelled("the operation was cancelled"))
-            raise
-        except OperationFailed as exc:
-            await self._record(name, error=status_of(exc))
-        except Exception:
-            logger.exception("operation %s failed with an unexpected exception", name)
-            await self._record(name, error=_internal())
-        else:
-            await self._record(name, response=response)
-
-    async def _record(
-        self,
-        name: str,
-        *,
-        response: any_pb2.Any | None = None,
-        error: status_pb2.Status | None = None,
-    ) -> None:
-        """Record how a task ended; a failing store is logged, never left unseen."""
-        try:
-            written = await self._finish(name, response=response, error=error)
-        except Exception:
-            logger.exception("recording the end of operation %s failed", name)
-            return
-        if written is None:
-            logger.debug("operation %s ended after it was deleted", name)
+    def _run_task(self, name: str, work: Work, lease_until: int | None = None) -> None:
+        deleted = asyncio.Event()
+        context = OperationContext(self, name, deleted)
+        self._tasks.start(name, work, context, deleted, lease_until=lease_until)
 
     def _metadata(self, metadata: Message) -> any_pb2.Any:
         packed = pack(metadata)
@@ -379,15 +361,17 @@ class OperationManager:
         check_name(name)
         await self._ready()
         written = await self._finish(name, error=_cancelled("the operation was cancelled"))
-        task = self._tasks.get(name)
+        task = self._tasks.task(name)
         if task is not None and written is not None and written.applied:
             task.cancel()
         return self._written(name, written)
 
     async def delete(self, name: str) -> None:
-        """Delete an operation's record; its work, if running, is not cancelled.
+        """Delete an operation's record; its work, if running, is not cancelled (AIP-151).
 
-        Waiters of the operation get :class:`OperationNotFound` at once.
+        Waiters of the operation get :class:`OperationNotFound` at once. Work running
+        here sees ``OperationContext.deleted``; its later writes are quietly ignored
+        and its end is dropped.
 
         :raises OperationNotFound: if there is no such operation.
         """
@@ -395,6 +379,7 @@ class OperationManager:
         await self._ready()
         if not await self._store.delete(name):
             raise OperationNotFound(f"operation {name!r} not found")
+        self._tasks.deleted(name)
         self._hub.notify(name, final=True)
 
     async def _finish(
@@ -408,6 +393,9 @@ class OperationManager:
         if written is not None and written.applied:
             self._hub.notify(name, final=True, outcome=written.record.operation)
         return written
+
+    def _finish_with(self, name: str, outcome: Outcome) -> Awaitable[Written | None]:
+        return self._finish(name, response=outcome.response, error=outcome.error)
 
     def _written(self, name: str, written: Written | None) -> bool:
         if written is None:
@@ -547,8 +535,5 @@ def _cancelled(message: str) -> status_pb2.Status:
     return status_pb2.Status(code=code_number(grpc.StatusCode.CANCELLED), message=message)
 
 
-def _internal() -> status_pb2.Status:
-    return status_pb2.Status(
-        code=code_number(grpc.StatusCode.INTERNAL),
-        message="the operation failed with an internal error; see the server log",
-    )
+def _aborted(message: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code_number(grpc.StatusCode.ABORTED), message=message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Self
 
 from google.longrunning import operations_pb2
@@ -247,8 +247,12 @@ class OperationStore(abc.ABC):
     async def running(self, limit: int, after: str | None = None) -> Records:
         """Return up to *limit* operations that are not done, ordered by name after *after*."""
 
-    async def renew(self, owner: str, expires: int) -> int:
-        """Extend the leases of *owner*'s operations that are not done; return how many.
+    async def renew(self, owner: str, expires: int, names: Collection[str]) -> int:
+        """Extend the leases that *owner* holds on those of *names* not done; return how many.
+
+        The owner names what it still runs (or has yet to record the end of): a lease it
+        holds on anything else is left to run out, so other replicas finish that
+        operation with ABORTED. Names it holds no lease on are passed over.
 
         Only stores shared by several processes need leases; the default keeps none.
         """

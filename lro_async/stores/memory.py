@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from google.longrunning import operations_pb2
@@ -171,10 +171,11 @@ class MemoryStore(OperationStore):
         )
         return [_record(self._records[name]) for name in names[:limit]]
 
-    async def renew(self, owner: str, expires: int) -> int:
+    async def renew(self, owner: str, expires: int, names: Collection[str]) -> int:
         renewed = 0
-        for name, lease in self._leases.items():
-            if lease.owner == owner:
+        for name in set(names):
+            lease = self._leases.get(name)
+            if lease is not None and lease.owner == owner:
                 self._leases[name] = Lease(owner, expires)
                 renewed += 1
         return renewed

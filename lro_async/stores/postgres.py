@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import TYPE_CHECKING, Final
 
 from ..backoff import Backoff
@@ -432,14 +432,19 @@ class PostgresStore(OperationStore):
                 )
         return [_sql.record_from_row(*row) for row in rows]
 
-    async def renew(self, owner: str, expires: int) -> int:
+    async def renew(self, owner: str, expires: int, names: Collection[str]) -> int:
         if _NUL in owner:
             return 0  # no stored owner contains NUL
+        stored = sorted({name for name in names if _NUL not in name})  # nor name
+        if not stored:
+            return 0
         async with self._connection("renew") as connection:
             result = await connection.execute(
-                f"UPDATE {self._table} SET lease_expires = $2 WHERE lease_owner = $1 AND NOT done",
+                f"UPDATE {self._table} SET lease_expires = $2"
+                " WHERE lease_owner = $1 AND NOT done AND name = ANY($3::text[])",
                 owner,
                 expires,
+                stored,
             )
         return int(result.rpartition(" ")[2])  # the status is "UPDATE <count>"
 

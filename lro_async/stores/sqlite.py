@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from ..errors import StoreError
@@ -51,6 +51,7 @@ T = TypeVar("T")
 
 SCHEMA_VERSION: Final = 2
 _TABLE: Final = "lro_operations"
+_RENEW_BATCH: Final = 500  # names per UPDATE of renew(), well under 999 variables
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
         f"""CREATE TABLE {_TABLE} (
@@ -346,13 +347,22 @@ class SQLiteStore(OperationStore):
 
         return await self._run("running", running)
 
-    async def renew(self, owner: str, expires: int) -> int:
+    async def renew(self, owner: str, expires: int, names: Collection[str]) -> int:
+        unique = sorted(set(names))
+        if not unique:
+            return 0
+
         def renew(connection: sqlite3.Connection) -> int:
-            cursor = connection.execute(
-                f"UPDATE {_TABLE} SET lease_expires = ? WHERE lease_owner = ? AND done = 0",
-                (expires, owner),
-            )
-            return cursor.rowcount
+            renewed = 0
+            for start in range(0, len(unique), _RENEW_BATCH):  # under SQLite's variable limit
+                batch = unique[start : start + _RENEW_BATCH]
+                cursor = connection.execute(
+                    f"UPDATE {_TABLE} SET lease_expires = ? WHERE lease_owner = ? AND done = 0"
+                    f" AND name IN ({', '.join('?' * len(batch))})",
+                    (expires, owner, *batch),
+                )
+                renewed += cursor.rowcount
+            return renewed
 
         return await self._run("renew", renew)
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import empty_pb2, struct_pb2, wrappers_pb2
 
 import lro_async
+import lro_async.stores
+
+from .test_soak import settle
+
+ABORTED = grpc.StatusCode.ABORTED.value[0]
+SHUT_DOWN = "the server shut down before the operation finished"
 
 
 @pytest.fixture
@@ -85,7 +92,7 @@ async def test_work_returning_a_non_message_fails_with_internal(
     assert done.error.code == grpc.StatusCode.INTERNAL.value[0]
 
 
-async def test_aclose_cancels_running_work_and_records_cancelled() -> None:
+async def test_aclose_cancels_running_work_and_records_that_the_server_shut_down() -> None:
     cancelled = asyncio.Event()
     manager = lro_async.OperationManager()
 
@@ -104,7 +111,8 @@ async def test_aclose_cancels_running_work_and_records_cancelled() -> None:
     assert cancelled.is_set() and manager.running == 0
     for op in ops:
         record = await store.get(op.name)
-        assert record is not None and record.done and record.operation.error.code == 1
+        assert record is not None and record.done
+        assert (record.operation.error.code, record.operation.error.message) == (ABORTED, SHUT_DOWN)
     with pytest.raises(lro_async.RpcError) as caught:
         await manager.get(ops[0].name)
     assert caught.value.code is grpc.StatusCode.UNAVAILABLE
@@ -221,7 +229,7 @@ async def test_drain_answers_waiters_refuses_new_work_and_lets_running_work_fini
     store = manager.store
     first, second = await store.get(finishing.name), await store.get(stuck.name)
     assert first is not None and first.operation.HasField("response")
-    assert second is not None and second.operation.error.code == 1
+    assert second is not None and second.operation.error.code == ABORTED
 
 
 async def test_oversized_metadata_and_responses_are_refused_and_change_nothing() -> None:
@@ -283,3 +291,65 @@ async def test_waiters_of_one_operation_each_get_their_own_copy() -> None:
         first, second = await asyncio.gather(*waits)
     first.ClearField("response")
     assert second.HasField("response")
+
+
+async def test_a_drain_records_that_the_server_shut_down_even_for_work_writing_progress(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A real SQLite file: each write waits on a thread, so the tasks run (and write
+    # progress) while the drain records the ends one after another.
+    store = lro_async.stores.SQLiteStore(tmp_path / "operations.db")
+    manager = lro_async.OperationManager(store=store)
+    writing = asyncio.Event()
+
+    async def busy(ctx: lro_async.OperationContext) -> None:
+        step = 0
+        while True:
+            step += 1
+            await ctx.set_metadata(struct_pb2.Value(number_value=step))
+            if step == 3:
+                writing.set()
+
+    ops = [await manager.start(busy) for _ in range(20)]
+    await asyncio.wait_for(writing.wait(), 10)
+    await manager.drain(grace=0)
+    reopened = lro_async.stores.SQLiteStore(tmp_path / "operations.db")
+    async with reopened:
+        await reopened.open()
+        ends = [await reopened.get(op.name) for op in ops]
+    codes = [(r.operation.error.code, r.operation.error.message) for r in ends if r is not None]
+    assert codes == [(ABORTED, SHUT_DOWN)] * 20
+    assert "unexpected exception" not in caplog.text
+
+
+async def test_deleting_running_work_lets_it_go_on_and_quietly_drops_its_writes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "lro_async")
+    deleted, release, seen = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    told: list[tuple[bool, bool, bool]] = []
+
+    async def work(ctx: lro_async.OperationContext) -> wrappers_pb2.StringValue:
+        before = ctx.deleted
+        await deleted.wait()
+        after = ctx.deleted
+        written = await ctx.set_metadata(struct_pb2.Value(number_value=99))
+        told.append((before, after, written))
+        seen.set()
+        await release.wait()
+        return wrappers_pb2.StringValue(value="nobody will read this")
+
+    async with lro_async.OperationManager() as manager:
+        op = await manager.start(work)
+        await asyncio.sleep(0)
+        await manager.delete(op.name)
+        deleted.set()
+        await asyncio.wait_for(seen.wait(), 5)
+        assert manager.running == 1, "delete does not cancel the work (AIP-151)"
+        release.set()
+        await settle(lambda: manager.running == 0, "the deleted operation's work ended")
+        with pytest.raises(lro_async.OperationNotFound):
+            await manager.get(op.name)
+    assert told == [(False, True, False)]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert any("ended after it was deleted" in r.getMessage() for r in caplog.records)

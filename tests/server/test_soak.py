@@ -624,7 +624,7 @@ async def test_sigterm_under_load_reports_not_serving_drains_and_loses_nothing(
         if seconds <= 1.0:  # well within the grace: finished, not cut short
             assert stored[name].HasField("response"), (name, seconds, stored[name].error)
         elif seconds == 60.0:
-            assert stored[name].error.code == grpc.StatusCode.CANCELLED.value[0], name
+            assert stored[name].error.code == grpc.StatusCode.ABORTED.value[0], name
     not_serving = after.count("NOT_SERVING")
     print(
         f"\nSIGTERM under load: {len(observed.created)} acknowledged, all there after a "

@@ -1,7 +1,8 @@
 """The lease part of the OperationStore contract, run against every store lro_async ships.
 
-A lease says which replica runs an operation and until when; ``renew`` extends a
-replica's leases, ``expired_leases`` finds those of replicas that stopped renewing. Only
+A lease says which replica runs an operation and until when; ``renew`` extends the
+leases a replica holds on the operations it names (those it still runs), ``expired_leases``
+finds those no one renewed. Only
 operations that are not done hold a lease: a finish (or a delete) ends it for good.
 MemoryStore is the reference. (That of racing finishes from two replicas exactly one
 wins is in test_contract.py and, across two PostgresStores, in test_postgres.py.)
@@ -21,6 +22,9 @@ from .test_contract import names, pack, record
 A, B = "host-a/1/aaaa", "host-b/2/bbbb"
 
 
+ALL_OF_A = ["operations/a1", "operations/a2", "operations/a-created-done", "operations/a-finished"]
+
+
 async def test_renew_extends_only_the_owners_leases_of_running_operations(
     store: OperationStore,
 ) -> None:
@@ -35,16 +39,39 @@ async def test_renew_extends_only_the_owners_leases_of_running_operations(
     await store.create(record("operations/a-finished", 6), lease=Lease(A, 100))
     await store.finish("operations/a-finished", 7, error=status_pb2.Status(code=10))
 
-    assert await store.renew(A, 500) == 2
+    everything = [*ALL_OF_A, "operations/b1", "operations/free", "operations/unknown"]
+    assert await store.renew(A, 500, everything) == 2
     assert names(await store.expired_leases(300, 10)) == ["operations/b1"]
     assert names(await store.expired_leases(501, 10)) == [
         "operations/a1",
         "operations/a2",
         "operations/b1",
     ]
-    assert await store.renew(B, 1000) == 1
-    assert await store.renew("host-c/3/cccc", 1000) == 0
+    assert await store.renew(B, 1000, everything) == 1
+    assert await store.renew("host-c/3/cccc", 1000, everything) == 0
     assert names(await store.expired_leases(600, 10)) == ["operations/a1", "operations/a2"]
+
+
+async def test_renew_extends_only_the_named_leases_and_lets_the_others_run_out(
+    store: OperationStore,
+) -> None:
+    for index in range(3):
+        await store.create(record(f"operations/a{index}", index), lease=Lease(A, 100))
+    assert await store.renew(A, 500, []) == 0
+    # The same name twice counts once; a1, not named, keeps its old lease.
+    assert await store.renew(A, 500, ["operations/a0", "operations/a2", "operations/a0"]) == 2
+    assert names(await store.expired_leases(101, 10)) == ["operations/a1"]
+    assert names(await store.expired_leases(501, 10)) == [
+        "operations/a0",
+        "operations/a1",
+        "operations/a2",
+    ]
+    # Many names at once (more than one SQL statement's worth of parameters).
+    many = [f"operations/m{index:04}" for index in range(1200)]
+    for index, name in enumerate(many):
+        await store.create(record(name, 10 + index), lease=Lease(A, 100))
+    assert await store.renew(A, 700, many[::2]) == 600
+    assert len(await store.expired_leases(101, 2000)) == 1 + 600  # a1 and every other m
 
 
 async def test_renewing_changes_neither_the_operation_nor_its_update_time(
@@ -52,7 +79,7 @@ async def test_renewing_changes_neither_the_operation_nor_its_update_time(
 ) -> None:
     created = record("operations/a", 5, metadata=pack(duration_pb2.Duration(seconds=1)))
     await store.create(created, lease=Lease(A, 10))
-    assert await store.renew(A, 20) == 1
+    assert await store.renew(A, 20, ["operations/a"]) == 1
     assert await store.get("operations/a") == created
     # A lease does not get in the way of writes, nor writes in the way of a lease.
     written = await store.set_metadata("operations/a", pack(empty_pb2.Empty()), 6)
@@ -94,7 +121,7 @@ async def test_a_finished_operation_never_shows_up_as_expired_nor_is_renewed(
     assert reaped is not None
     assert reaped.applied
     assert await store.expired_leases(10**18, 10) == []
-    assert await store.renew(A, 10**18) == 0
+    assert await store.renew(A, 10**18, ["operations/response", "operations/racing"]) == 0
     # A refused second finish does not bring a lease back.
     again = await store.finish("operations/racing", 4, response=pack(empty_pb2.Empty()))
     assert again is not None
@@ -105,7 +132,7 @@ async def test_a_finished_operation_never_shows_up_as_expired_nor_is_renewed(
 async def test_a_deleted_operation_takes_its_lease_with_it(store: OperationStore) -> None:
     await store.create(record("operations/a", 1), lease=Lease(A, 10))
     assert await store.delete("operations/a")
-    assert await store.renew(A, 20) == 0
+    assert await store.renew(A, 20, ["operations/a"]) == 0
     assert await store.expired_leases(10**18, 10) == []
     # The name may be used again, without the old lease.
     await store.create(record("operations/a", 2))

@@ -330,14 +330,14 @@ async def test_a_lease_renewed_by_one_replica_is_seen_by_another_and_not_announc
     await owner.create(running("operations/a"), lease=Lease("owner", 10))
     await inbox.next("operations/a")
     assert names(await other.expired_leases(11, 10)) == ["operations/a"]
-    assert await owner.renew("owner", 20) == 1
+    assert await owner.renew("owner", 20, ["operations/a"]) == 1
     assert await other.expired_leases(11, 10) == []
     await asyncio.sleep(0.05)
     assert inbox.queue.empty()  # a renewal changes no operation: no one needs to wake
     written = await other.finish("operations/a", 5, error=status_pb2.Status(code=10))
     assert written is not None
     assert written.applied
-    assert await owner.renew("owner", 30) == 0
+    assert await owner.renew("owner", 30, ["operations/a"]) == 0
 
 
 async def test_a_version_1_schema_is_migrated_and_keeps_its_operations(
