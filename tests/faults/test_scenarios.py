@@ -29,7 +29,6 @@ from ..interop.test_restart import OperationsStub, demo_stub, operations_stub, s
 from ..stores.conftest import fresh_schema, require_postgres
 from .harness import (
     CHANNEL_OPTIONS,
-    HEARTBEAT,
     LEASE,
     POLICY,
     STORE_TIMEOUT,
@@ -331,8 +330,3 @@ async def test_sqlite_waits_dropped_and_sigterm_drain(tmp_path: Path, fault_seed
 
         verdict = await run.run(11, faults)
         await finish(run, verdict)
-
-
-def test_the_lease_leaves_room_for_the_heartbeat() -> None:
-    # The stuck deadline (lease + heartbeat + margin) assumes a heartbeat well inside the lease.
-    assert HEARTBEAT < LEASE
