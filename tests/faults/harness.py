@@ -10,7 +10,10 @@ inject faults on a schedule drawn from a seeded RNG, and then checks the invaria
   its own result or ABORTED/CANCELLED and a message saying why (none stuck, none lost);
 - none changed after its waiter saw it done (the waiter's view against a final re-read);
 - no waiter outlives its operation by more than a second (the store's ``update_time``
-  against when the waiter returned; a replica that was down excuses the time it was down);
+  against when the waiter returned; a replica that was down excuses the time it was down,
+  and a waiter late within a deliberate CPU burst -- thousands of waits opened at once, a
+  replica's Python process starting -- is counted and printed apart, not failed: on the
+  2-core machines this runs on, those bursts alone delay a wake-up past a second);
 - every replica answers health checks throughout, except while a fault holds it down;
 - the servers' logs hold no unhandled-exception traceback.
 

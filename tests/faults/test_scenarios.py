@@ -29,7 +29,6 @@ from ..interop.test_restart import OperationsStub, demo_stub, operations_stub, s
 from ..stores.conftest import fresh_schema, require_postgres
 from .harness import (
     CHANNEL_OPTIONS,
-    HEARTBEAT,
     LEASE,
     POLICY,
     STORE_TIMEOUT,
@@ -85,9 +84,7 @@ async def _kill_and_restart(run: Run, replica: Replica) -> None:
     await replica.kill()
     run.ended_fault()
     await asyncio.sleep(run.rng.uniform(0.1, 1.0))  # pacing: down for a while
-    await replica.start()
-    await replica.mark_up()
-    run.creating.add(replica.label)
+    await _restart(run, replica)
 
 
 async def _drain_and_restart(run: Run, replica: Replica) -> None:
@@ -97,8 +94,16 @@ async def _drain_and_restart(run: Run, replica: Replica) -> None:
     code = await replica.terminate(GRACE + 15)
     assert code == 0, f"{replica.label} exited with {code} after SIGTERM"
     run.ended_fault()
+    await _restart(run, replica)
+
+
+async def _restart(run: Run, replica: Replica) -> None:
+    # Starting a Python process takes a core for a second or two: a burst on this machine.
+    burst = Window(time.time())
+    run.bursts.append(burst)
     await replica.start()
     await replica.mark_up()
+    burst.end = time.time() + 1.0
     run.creating.add(replica.label)
 
 
@@ -325,8 +330,3 @@ async def test_sqlite_waits_dropped_and_sigterm_drain(tmp_path: Path, fault_seed
 
         verdict = await run.run(11, faults)
         await finish(run, verdict)
-
-
-def test_the_lease_leaves_room_for_the_heartbeat() -> None:
-    # The stuck deadline (lease + heartbeat + margin) assumes a heartbeat well inside the lease.
-    assert HEARTBEAT < LEASE
