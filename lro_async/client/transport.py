@@ -17,6 +17,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from ..errors import rpc_call
 from ..protobuf import seconds_duration
+from .watching import WatchStream
 
 __all__ = ["GrpcTransport", "Metadata", "OperationsTransport"]
 
@@ -62,6 +63,12 @@ class GrpcTransport:
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = operations_pb2_grpc.OperationsStub(channel)
+        self._channel = channel
+
+    def watch_stream(self, metadata: Metadata) -> WatchStream:
+        """The client's Watch stream over this channel (optional in a transport: the
+        waiters use it when a transport has it, and WaitOperation otherwise)."""
+        return WatchStream(self._channel, metadata)
 
     async def get(
         self, name: str, *, timeout: float | None, metadata: Metadata

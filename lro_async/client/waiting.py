@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from .policy import WaitPolicy
     from .transport import Metadata, OperationsTransport
+    from .watching import WatchStream
 
 __all__ = ["Observer", "Ticket", "Waiter", "Waiters"]
 
@@ -95,6 +96,9 @@ class Waiters:
         self._waiters: dict[str, Waiter] = {}
         self._closed = False
         self._warned: float | None = None  # loop time of the last still-failing warning
+        # The Watch stream all waiters share, if the transport has one (gRPC).
+        make_stream = getattr(transport, "watch_stream", None)
+        self.watch: WatchStream | None = make_stream(self.metadata) if make_stream else None
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -185,6 +189,8 @@ class Waiters:
         tasks = [task for waiter in waiters for task in waiter.close(_closed_error())]
         if tasks:
             await asyncio.wait(tasks)
+        if self.watch is not None:
+            await self.watch.aclose()
 
 
 def _closed_error() -> RpcError:
@@ -327,19 +333,39 @@ class Waiter:
         pauses: Iterator[float] | None = None
         self._progress_waits = None
         failing_since: float | None = None  # loop time of the first failure in a row
+        stream = self._owner.watch
+        try:
+            return await self._follow_with(stream, retries, pauses, failing_since)
+        finally:
+            if stream is not None:
+                stream.forget(self.name)
+
+    async def _follow_with(
+        self,
+        stream: WatchStream | None,
+        retries: Iterator[float] | None,
+        pauses: Iterator[float] | None,
+        failing_since: float | None,
+    ) -> operations_pb2.Operation:
         while True:
+            watching = stream is not None and stream.supported is not False
             mode = self._owner.long_poll
-            if mode is None and (probe := self._owner.begin_probe()) is not None:
+            if not watching and mode is None and (probe := self._owner.begin_probe()) is not None:
                 await probe.wait()  # another waiter is finding out whether to long-poll
                 continue
             try:
-                if mode is None:
+                if stream is not None and watching:
+                    operation = await stream.next(self.name, metadata=self._listeners > 0)
+                    early = False
+                elif mode is None:
                     operation, early = await self._probe()
                 elif mode:
                     operation, early = await self._long_poll()
                 else:
                     operation, early = await self._poll(), True
             except RpcError as exc:
+                if watching and exc.code is grpc.StatusCode.UNIMPLEMENTED:
+                    continue  # no Watch extension (remembered by the stream): WaitOperation
                 if mode is not False and exc.code is grpc.StatusCode.UNIMPLEMENTED:
                     self._owner.fall_back_to_polling()
                     continue
@@ -360,7 +386,7 @@ class Waiter:
                 return operation
             if changed and self._listeners:
                 pauses = self._progress_waits = None
-                if mode:
+                if mode or watching:
                     continue  # someone listens for the next change: reopen at once
             if early:
                 pauses = pauses or self._policy.poll.delays()

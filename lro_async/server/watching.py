@@ -117,7 +117,8 @@ class WatchServicer:
         key = self._caller_key(caller)
         try:
             self._reserve(key)
-        except RpcError as exc:
+            await self.manager._ready()  # opens the store on first use
+        except Exception as exc:
             await _abort(context, exc)
         self.streams += 1
         self._streams[key] = self._streams.get(key, 0) + 1

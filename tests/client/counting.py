@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -32,3 +32,22 @@ class CountingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         self.calls[short] += 1
         self.metadata.append((short, dict(client_call_details.metadata or ())))
         return await continuation(client_call_details, request)
+
+
+class StreamCounter(grpc.aio.StreamStreamClientInterceptor):
+    """Counts every stream-stream call (the Watch extension's) into a CountingInterceptor."""
+
+    def __init__(self, counts: CountingInterceptor) -> None:
+        self.counts = counts
+
+    async def intercept_stream_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        method: str | bytes = client_call_details.method
+        short = (method.decode() if isinstance(method, bytes) else method).rsplit("/", 1)[-1]
+        self.counts.calls[short] += 1
+        self.counts.metadata.append((short, dict(client_call_details.metadata or ())))
+        return await continuation(client_call_details, request_iterator)

@@ -22,13 +22,22 @@ from lro_async.server.context import OperationContext
 from lro_async.testing import Served, serve
 
 from .conftest import FAST
-from .counting import CountingInterceptor
+from .counting import CountingInterceptor, StreamCounter
 
 
 class Client:
     """A client on its own counted channel to a served manager."""
 
-    def __init__(self, served: Served, counter: CountingInterceptor, channel: grpc.aio.Channel):
+    def __init__(
+        self,
+        served: Served,
+        counter: CountingInterceptor,
+        channel: grpc.aio.Channel,
+        *,
+        watch: bool,
+    ):
+        self.watch = watch
+        """Whether the server has the Watch extension (the client multiplexes its waits)."""
         self.served = served
         self.manager = served.manager
         self.counter = counter
@@ -36,12 +45,16 @@ class Client:
         self.ops = AsyncOperationsClient(channel, policy=FAST)
 
 
-@pytest.fixture
-async def real() -> AsyncIterator[Client]:
-    async with serve() as served:
+@pytest.fixture(params=[True, False], ids=["watch", "wait"])
+async def real(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    """A real server with the Watch extension (the client's waits share one stream) and
+    without it (a WaitOperation call per wait)."""
+    watch: bool = request.param
+    async with serve(watch=watch) as served:
         counter = CountingInterceptor()
-        async with grpc.aio.insecure_channel(served.target, interceptors=[counter]) as channel:
-            client = Client(served, counter, channel)
+        interceptors = [counter, StreamCounter(counter)]
+        async with grpc.aio.insecure_channel(served.target, interceptors=interceptors) as channel:
+            client = Client(served, counter, channel, watch=watch)
             yield client
             await client.ops.aclose()
 
@@ -59,9 +72,9 @@ async def test_await_long_polls_once(real: Client) -> None:
     op = real.ops.operation(proto, result_type=struct_pb2.Struct)
     result = await op
     assert result["answer"] == 42
-    # One call that answers at once (the client's first: does the server long-poll?),
-    # then one long poll.
-    assert real.counter.calls == {"WaitOperation": 2}
+    # Watch: one stream. Else the Watch call that finds out the server lacks it, one call
+    # that answers at once (the client's first: does the server long-poll?), one long poll.
+    assert real.counter.calls == ({"Watch": 1} if real.watch else {"Watch": 1, "WaitOperation": 2})
 
 
 async def test_completion_is_noticed_within_milliseconds(real: Client) -> None:
@@ -84,7 +97,10 @@ async def test_completion_is_noticed_within_milliseconds(real: Client) -> None:
     p50 = statistics.median(latencies)
     print(f"long-poll notice latency: p50 {p50 * 1e3:.2f} ms, max {max(latencies) * 1e3:.2f} ms")
     assert p50 < 0.02
-    assert real.counter.calls["WaitOperation"] == 50 + 1  # + the client's probe
+    if real.watch:  # one stream for the 50 waits
+        assert real.counter.calls == {"Watch": 1}
+    else:
+        assert real.counter.calls["WaitOperation"] == 50 + 1  # + the client's probe
     assert real.counter.calls["GetOperation"] == 0
 
 
@@ -95,8 +111,11 @@ async def test_a_thousand_awaiters_share_one_long_poll(real: Client) -> None:
     await asyncio.sleep(0.05)
     await real.manager.complete(proto.name)
     assert len(await asyncio.gather(*tasks)) == 1000
-    assert real.counter.calls["WaitOperation"] <= 1 + 1  # the probe, one long poll
-    assert sum(real.counter.calls.values()) == real.counter.calls["WaitOperation"]
+    if real.watch:
+        assert real.counter.calls == {"Watch": 1}
+    else:
+        assert real.counter.calls["WaitOperation"] <= 1 + 1  # the probe, one long poll
+        assert sum(real.counter.calls.values()) == real.counter.calls["WaitOperation"] + 1
 
 
 async def test_progress_sees_every_change_via_the_header(real: Client) -> None:
@@ -122,6 +141,11 @@ async def test_progress_sees_every_change_via_the_header(real: Client) -> None:
         seen.append(md.value)
         caught_up.set()
     assert seen == list(range(0, 101, 10))
+    if real.watch:  # every change over the one stream
+        assert real.counter.calls == {"Watch": 1}
+        assert await op == empty_pb2.Empty()
+        await client.aclose()
+        return
     assert client._waiters.honours_progress
     waits = [md for method, md in real.counter.metadata if method == "WaitOperation"]
     assert all(WAIT_MODE_HEADER in md for md in waits)
@@ -140,7 +164,10 @@ async def test_awaiting_pays_nothing_for_metadata_changes(real: Client) -> None:
         await real.manager.set_metadata(proto.name, pct(step))
     await real.manager.complete(proto.name)
     await task
-    assert real.counter.calls == {"WaitOperation": 1 + 1}  # the probe, one long poll
+    # Watch: one stream; else the Watch call refused, the probe, one long poll.
+    assert real.counter.calls == (
+        {"Watch": 1} if real.watch else {"Watch": 1, "WaitOperation": 1 + 1}
+    )
 
 
 async def test_gather_a_thousand_operations(real: Client) -> None:
@@ -158,7 +185,10 @@ async def test_gather_a_thousand_operations(real: Client) -> None:
         tg.create_task(finish())
         results = await gather(*ops, timeout=30)
     assert [r.value for r in results] == list(range(1000))
-    assert real.counter.calls["WaitOperation"] <= 1010
+    if real.watch:
+        assert real.counter.calls == {"Watch": 1}
+    else:
+        assert real.counter.calls["WaitOperation"] <= 1010
     assert real.counter.calls["GetOperation"] == 0
 
 
@@ -217,7 +247,7 @@ async def test_timeout_against_the_real_server(real: Client) -> None:
 
 
 async def test_a_server_cap_on_waits_just_reopens() -> None:
-    async with serve(max_wait=0.05) as served:
+    async with serve(max_wait=0.05, watch=False) as served:
         counter = CountingInterceptor()
         async with grpc.aio.insecure_channel(served.target, interceptors=[counter]) as channel:
             client = AsyncOperationsClient(channel, policy=FAST)

@@ -31,11 +31,16 @@ def _value(event: Event) -> int:
     return value.value
 
 
-async def _watched(manager: lro_async.OperationManager, count: int) -> None:
+async def _watched(
+    manager: lro_async.OperationManager, count: int, *, within: float = 10.0
+) -> None:
     """Wait until the server's hub holds *count* watched operations."""
-    async with asyncio.timeout(10):
-        while manager.watched != count:
-            await asyncio.sleep(0.005)
+    try:
+        async with asyncio.timeout(within):
+            while manager.watched != count:
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        pytest.fail(f"the server watches {manager.watched} operations, not {count}")
 
 
 async def test_adding_a_done_operation_answers_it_at_once(served: Served) -> None:
@@ -253,8 +258,8 @@ async def test_drain_ends_every_stream_with_the_latest_state(served: Served) -> 
 
 async def test_a_stream_cancelled_mid_batch_leaves_nothing_behind(served: Served) -> None:
     manager = served.manager
-    big = wrappers_pb2.BytesValue(value=b"x" * 100_000)
-    done = [await manager.create() for _ in range(60)]
+    big = wrappers_pb2.BytesValue(value=b"x" * 50_000)
+    done = [await manager.create() for _ in range(60)]  # 3 MB: several responses
     for op in done:
         await manager.complete(op.name, big)
     running = [await manager.create() for _ in range(100)]
@@ -263,7 +268,7 @@ async def test_a_stream_cancelled_mid_batch_leaves_nothing_behind(served: Served
     await stream.read_response()  # the first of several responses of the batch
     stream.call.cancel()
     # The autouse fixture fails the test if the stream's tasks outlive it.
-    await _watched(manager, 0)
+    await _watched(manager, 0, within=30)
     assert manager._hub._subscribed == set()
 
 

@@ -1,0 +1,234 @@
+"""One Watch stream per client: every waiter multiplexed over ``lro_async.v1.OperationsWatch``.
+
+A :class:`WatchStream` belongs to a client's :class:`~lro_async.client.waiting.Waiters`.
+A waiter asks it for the next state of its operation (:meth:`WatchStream.next`): the name
+is added to the stream (opened on first use) and the waiter awaits a future that the
+stream's reader task resolves when the server sends the operation's event. An awaited
+operation costs the stream an entry and a future, not a call.
+
+What breaks is told to the waiters as an :class:`~lro_async.errors.RpcError`, and they do
+what they already do for a failed WaitOperation: UNIMPLEMENTED (a server without the
+extension) makes the client remember it and fall back to WaitOperation; a broken or
+ended stream is UNAVAILABLE, which the waiters retry with backoff, re-adding their names
+to a new stream. The protocol is level-triggered (adding a done operation answers it at
+once), so a re-added name misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, cast
+
+import grpc
+
+from ..errors import RpcError, rpc_call, rpc_error, status_code
+from ..v1 import watch_pb2
+from ..v1.watch_pb2_grpc import OperationsWatchStub
+
+if TYPE_CHECKING:
+    from google.longrunning import operations_pb2
+
+    from ..v1 import watch_pb2_grpc
+    from .transport import Metadata
+
+__all__ = ["WatchStream"]
+
+logger = logging.getLogger("lro_async")
+
+Event = watch_pb2.Event
+WatchRequest = watch_pb2.WatchRequest
+_Call = grpc.aio.StreamStreamCall[WatchRequest, watch_pb2.WatchResponse]
+
+
+class _Entry:
+    __slots__ = ("future", "latest", "metadata")
+
+    def __init__(self, metadata: bool) -> None:
+        self.metadata = metadata
+        self.future: asyncio.Future[operations_pb2.Operation] | None = None
+        self.latest: operations_pb2.Operation | None = None  # a state nobody awaited yet
+
+
+class WatchStream:
+    """The client's one Watch call, opened when first needed and reopened after a break.
+
+    :param channel: the channel to the server (not owned).
+    :param metadata: request metadata of the call.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, metadata: Metadata) -> None:
+        self._stub = cast("watch_pb2_grpc.OperationsWatchAsyncStub", OperationsWatchStub(channel))
+        self._metadata = tuple(metadata)
+        self._entries: dict[str, _Entry] = {}
+        self._call: _Call | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._writes: list[WatchRequest] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.supported: bool | None = None
+        """None until the server answered the stream, False once it said UNIMPLEMENTED."""
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def next(self, name: str, *, metadata: bool) -> operations_pb2.Operation:
+        """The operation's next state: done, or (with *metadata*) after a metadata change.
+
+        The first call for a name answers with its current state when *metadata* is set.
+        Call :meth:`forget` when no longer interested.
+
+        :raises RpcError: a per-name error, or UNAVAILABLE / UNIMPLEMENTED for the stream.
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._entries[name] = _Entry(metadata)
+            self._send(WatchRequest(add=WatchRequest.Add(names=[name], metadata_changes=metadata)))
+        elif metadata and not entry.metadata:
+            entry.metadata = True
+            self._send(WatchRequest(add=WatchRequest.Add(names=[name], metadata_changes=True)))
+        if entry.latest is not None:
+            latest, entry.latest = entry.latest, None
+            return latest
+        future: asyncio.Future[operations_pb2.Operation]
+        future = entry.future = asyncio.get_running_loop().create_future()
+        try:
+            return await future
+        finally:
+            entry.future = None
+
+    def forget(self, name: str) -> None:
+        """Stop watching *name* (the server is told unless it has answered it for good)."""
+        entry = self._entries.pop(name, None)
+        call = self._call
+        if call is None or call.done():
+            return
+        if not self._entries:  # nobody waits: the call goes, its tasks end with it
+            self._call = None
+            self._writes = []
+            call.cancel()
+        elif entry is not None:
+            self._send(WatchRequest(remove=WatchRequest.Remove(names=[name])))
+
+    async def aclose(self) -> None:
+        """Cancel the call and the tasks; waiters still inside :meth:`next` get UNAVAILABLE."""
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+        tasks = [t for t in (self._reader, self._writer) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._fail_all(_broken("the client closed the Watch stream"))
+
+    # -- the call ---------------------------------------------------------------------
+
+    def _send(self, request: WatchRequest) -> None:
+        if self._call is None or self._call.done():
+            self._open()
+        self._writes.append(request)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write(), name="lro-async Watch writer"
+            )
+
+    def _open(self) -> None:
+        self._call = call = self._stub.Watch(metadata=self._metadata)
+        # A new call: every name still wanted is added again (pending writes of the old
+        # call are dropped; they are re-made here).
+        self._writes = []
+        by_mode: dict[bool, list[str]] = {False: [], True: []}
+        for name, entry in self._entries.items():
+            by_mode[entry.metadata].append(name)
+        for mode, names in by_mode.items():
+            if names:
+                self._writes.append(
+                    WatchRequest(add=WatchRequest.Add(names=names, metadata_changes=mode))
+                )
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(call), name="lro-async Watch reader"
+        )
+
+    async def _write(self) -> None:
+        while self._writes and self._call is not None:
+            call = self._call
+            batch, self._writes = self._writes, []
+            try:
+                for request in _merged(batch):
+                    await call.write(request)
+            except Exception as exc:  # the reader sees the call's end and tells the waiters
+                logger.debug("writing to the Watch stream failed: %r", exc)
+                return
+
+    async def _read(self, call: _Call) -> None:
+        try:
+            while True:
+                response = await rpc_call(call.read())
+                if response is grpc.aio.EOF:
+                    raise _broken("the server ended the Watch stream")
+                self.supported = True
+                for event in cast("watch_pb2.WatchResponse", response).events:
+                    self._dispatch(event)
+        except RpcError as exc:
+            if exc.code is grpc.StatusCode.UNIMPLEMENTED:
+                if self.supported is not False:
+                    logger.info("the server has no Watch extension; using WaitOperation")
+                self.supported = False
+            elif exc.code is not grpc.StatusCode.UNAVAILABLE:
+                exc = _broken(f"the Watch stream broke: {exc}")
+            if self._call is call:
+                self._call = None
+            self._fail_all(exc)
+            # The call has ended; half-closing it too ends the task a client interceptor
+            # keeps feeding it requests (grpc.aio leaves it waiting otherwise).
+            with contextlib.suppress(Exception):
+                await call.done_writing()
+
+    def _dispatch(self, event: Event) -> None:
+        entry = self._entries.get(event.name)
+        if entry is None:
+            return
+        if event.kind == Event.ERROR:
+            del self._entries[event.name]
+            status = event.error
+            error = rpc_error(status_code(status.code), status.message, status.details)
+            if entry.future is not None and not entry.future.done():
+                entry.future.set_exception(error)
+            return
+        if not event.HasField("operation"):
+            return
+        operation = event.operation
+        if operation.done:
+            del self._entries[event.name]
+        if entry.future is not None and not entry.future.done():
+            entry.future.set_result(operation)
+        else:
+            entry.latest = operation
+
+    def _fail_all(self, error: RpcError) -> None:
+        entries, self._entries = self._entries, {}
+        for entry in entries.values():
+            if entry.future is not None and not entry.future.done():
+                entry.future.set_exception(error)
+
+
+def _merged(requests: list[WatchRequest]) -> list[WatchRequest]:
+    """Consecutive adds of one mode become one request: many waits, few messages."""
+    merged: list[WatchRequest] = []
+    for request in requests:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and request.HasField("add")
+            and last.HasField("add")
+            and last.add.metadata_changes == request.add.metadata_changes
+        ):
+            last.add.names.extend(request.add.names)
+        else:
+            merged.append(request)
+    return merged
+
+
+def _broken(message: str) -> RpcError:
+    return RpcError(message, code=grpc.StatusCode.UNAVAILABLE)

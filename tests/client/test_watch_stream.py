@@ -1,0 +1,134 @@
+"""The client's waits over the Watch extension: one stream, reopened when it breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import wrappers_pb2
+
+import lro_async
+from lro_async import AsyncOperationsClient, OperationManager, OperationTimeout
+from lro_async.backoff import Backoff
+from lro_async.client.policy import WaitPolicy
+from lro_async.stores import SQLiteStore
+from lro_async.testing import serve
+
+from .counting import CountingInterceptor, StreamCounter
+
+# Retries quickly, but not in a tight loop while the server is down.
+QUICK = WaitPolicy(retry=Backoff(initial=0.02, multiplier=1.5, maximum=0.2, jitter=False))
+
+
+@contextlib.asynccontextmanager
+async def _server(
+    path: Path, port: int = 0, *, resume: str = ""
+) -> AsyncIterator[tuple[OperationManager, int]]:
+    """Serve the SQLite file *path*; at start, run the operation named *resume* again
+    (until it is finished by hand) and abort the others a previous server left running."""
+
+    async def hold(ctx: lro_async.OperationContext) -> None:
+        await asyncio.Event().wait()
+
+    manager = OperationManager(
+        SQLiteStore(path), resume=lambda op: hold if op.name == resume else None
+    )
+    server = grpc.aio.server(options=lro_async.server_options())
+    manager.add_to_server(server)
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    try:
+        yield manager, port
+    finally:
+        await server.stop(grace=None)
+        await manager.aclose()
+
+
+async def _until(condition: object, what: str, within: float = 10.0) -> None:
+    assert callable(condition)
+    try:
+        async with asyncio.timeout(within):
+            while not condition():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        pytest.fail(f"{what} did not happen within {within} s")
+
+
+async def test_waits_rejoin_a_restarted_server_and_miss_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "ops.db"
+    async with _server(db) as (manager, port):
+        early = await manager.create()
+        late = await manager.create()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        client = AsyncOperationsClient(channel, policy=QUICK)
+        waits = [
+            asyncio.create_task(
+                client.operation(op.name, result_type=wrappers_pb2.Int64Value).result()
+            )
+            for op in (early, late)
+        ]
+        await _until(lambda: manager.watched == 2, "both waits reaching the server")
+    # The new server aborts *early* as it starts, before any client is back; *late* goes on.
+    async with _server(db, port, resume=late.name) as (manager, _):
+        await _until(lambda: manager.watched == 1, "the waits re-added to the new server")
+        await manager.complete(late.name, wrappers_pb2.Int64Value(value=2))
+        async with asyncio.timeout(10):
+            results = await asyncio.gather(*waits, return_exceptions=True)
+        aborted, done = results
+        assert isinstance(aborted, lro_async.OperationFailed), aborted
+        assert aborted.code == grpc.StatusCode.ABORTED
+        assert isinstance(done, wrappers_pb2.Int64Value) and done.value == 2
+        await client.aclose()
+        await channel.close()
+
+
+async def test_a_wait_that_times_out_leaves_the_stream() -> None:
+    async with serve() as served:
+        client = AsyncOperationsClient(served.channel)
+        op = await served.manager.create()
+        with pytest.raises(OperationTimeout):
+            await client.operation(op.name).result(timeout=0.2)
+        # Nobody waits any more: the server forgets the name and the stream closes.
+        await _until(lambda: served.manager.watched == 0, "the name leaving the server")
+        await _until(lambda: len(client._waiters) == 0, "the waiter ending")
+        assert not (await served.manager.get(op.name)).done
+        await client.aclose()
+
+
+async def test_waits_in_bursts_share_one_stream_per_burst() -> None:
+    async with serve() as served:
+        counter = CountingInterceptor()
+        interceptors = [counter, StreamCounter(counter)]
+        async with grpc.aio.insecure_channel(served.target, interceptors=interceptors) as channel:
+            client = AsyncOperationsClient(channel)
+            manager = served.manager
+            ops = [await manager.create() for _ in range(300)]
+            waits = [asyncio.create_task(client.operation(op.name).result()) for op in ops]
+            await _until(lambda: manager.watched == 300, "300 waits reaching the server")
+            for op in ops:
+                await manager.complete(op.name)
+            async with asyncio.timeout(10):
+                await asyncio.gather(*waits)
+            assert counter.calls == {"Watch": 1}
+            await client.aclose()
+
+
+async def test_a_server_without_the_extension_is_asked_once_per_client() -> None:
+    async with serve(watch=False) as served:
+        counter = CountingInterceptor()
+        interceptors = [counter, StreamCounter(counter)]
+        async with grpc.aio.insecure_channel(served.target, interceptors=interceptors) as channel:
+            client = AsyncOperationsClient(channel)
+            for _ in range(3):  # one after another: each would reopen a stream
+                op = await served.manager.create()
+                wait = asyncio.create_task(client.operation(op.name).result())
+                await _until(lambda: served.manager.watched == 1, "the wait reaching the server")
+                await served.manager.complete(op.name)
+                await wait
+            assert counter.calls["Watch"] == 1
+            assert counter.calls["WaitOperation"] == 1 + 3  # the probe, one long poll each
+            await client.aclose()
