@@ -32,6 +32,7 @@ from ..errors import StoreError
 
 __all__ = ["OwnerLock", "check_location", "unwritable"]
 
+_READ_ONLY = "open it read-only (read_only=True, or ?mode=ro after a sqlite: URL)"
 _ATTEMPTS = 5  # re-opens when the file was replaced between our open and our lock
 
 
@@ -69,8 +70,7 @@ class OwnerLock:
                 os.close(fd)
                 raise StoreError(
                     f"SQLite store {self.database!r} is in use by {owner}: one process "
-                    "serves a SQLite file at a time (open it with read_only=True to inspect "
-                    "it meanwhile)"
+                    f"serves a SQLite file at a time; to inspect it meanwhile, {_READ_ONLY}"
                 ) from None
             except BaseException:
                 os.close(fd)
@@ -131,8 +131,8 @@ def unwritable(path: str, exc: sqlite3.OperationalError) -> StoreError | None:
         "SQLITE_READONLY_DIRECTORY": "its folder is read-only",
     }.get(name, str(exc))
     return StoreError(
-        f"SQLite store {os.path.abspath(path)!r} cannot be written: {reason} (make it "
-        "writable, or open it with read_only=True to inspect it)"
+        f"SQLite store {os.path.abspath(path)!r} cannot be written: {reason}; make it "
+        f"writable, or to inspect it {_READ_ONLY}"
     )
 
 

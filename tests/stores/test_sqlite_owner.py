@@ -242,8 +242,9 @@ async def test_a_read_only_file_or_folder_fails_at_open_with_the_reason(
 ) -> None:
     file, in_folder = read_only_files
     assert await _open_unprivileged(file) == (
-        f"StoreError: SQLite store '{file}' cannot be written: the file is read-only "
-        "(make it writable, or open it with read_only=True to inspect it)"
+        f"StoreError: SQLite store '{file}' cannot be written: the file is read-only; "
+        "make it writable, or to inspect it open it read-only (read_only=True, or ?mode=ro "
+        "after a sqlite: URL)"
     )
     assert await _open_unprivileged(in_folder) == (
         f"StoreError: SQLite store '{in_folder}': its folder is not writable (cannot create "
