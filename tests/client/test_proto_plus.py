@@ -181,3 +181,28 @@ async def test_a_sync_api_core_operation_is_taken_too() -> None:
         async with lro_async.AsyncOperationsClient(served.channel) as client:
             instance = await client.operation(api_core_op).result(timeout=30)
     assert isinstance(instance, redis_v1.Instance) and instance.name == "s"
+
+
+LAZY = """
+import sys
+import grpc
+from google.protobuf import struct_pb2
+import lro_async, lro_async.sync
+
+client = lro_async.AsyncOperationsClient(grpc.aio.insecure_channel("127.0.0.1:1"))
+op = client.operation("operations/1", result_type=struct_pb2.Struct)
+client.operation_from_token(op.token())
+lro_async.progress_fraction(struct_pb2.Struct())
+print("proto" in sys.modules)
+"""
+
+
+def test_proto_plus_is_not_imported_unless_a_proto_plus_class_is_passed() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
