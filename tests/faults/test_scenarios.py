@@ -210,7 +210,7 @@ async def test_table_locked_past_the_store_timeout(tmp_path: Path, fault_seed: i
             assert run.dsn_schema is not None
             await run.at(run.rng.uniform(1.5, 3.0))
             held = STORE_TIMEOUT + run.rng.uniform(0.5, 2.0)
-            async with table_lock(*run.dsn_schema):
+            async with table_lock(run):
                 run.log(f"table locked for {held:.1f}s")
                 await asyncio.sleep(held)  # pacing: the fault's length
             run.ended_fault()
@@ -232,7 +232,7 @@ async def test_statement_timeout_on_the_database_side(tmp_path: Path, fault_seed
             assert run.dsn_schema is not None
             for offset in run.schedule(3, 1.5, 10.0, gap=1.5):
                 await run.at(offset)
-                async with table_lock(*run.dsn_schema):
+                async with table_lock(run):
                     await asyncio.sleep(run.rng.uniform(0.8, 1.5))  # pacing: the lock's length
                 run.ended_fault()
 
