@@ -13,6 +13,7 @@ from .client.many import gather as gather
 from .client.operation import AsyncOperation as AsyncOperation
 from .client.operations import AsyncOperationsClient as AsyncOperationsClient
 from .client.policy import WaitPolicy as WaitPolicy
+from .client.watching import Change as Change
 from .errors import InvalidArgument as InvalidArgument
 from .errors import LroError as LroError
 from .errors import OperationCancelled as OperationCancelled
@@ -41,6 +42,7 @@ __all__ = [
     # client
     "AsyncOperation",
     "AsyncOperationsClient",
+    "Change",
     "WaitPolicy",
     "as_completed",
     "gather",
