@@ -15,6 +15,7 @@ from .client.operation import AsyncOperation as AsyncOperation
 from .client.operations import AsyncOperationsClient as AsyncOperationsClient
 from .client.policy import WaitPolicy as WaitPolicy
 from .client.policy import channel_options as channel_options
+from .client.watching import Change as Change
 from .errors import InvalidArgument as InvalidArgument
 from .errors import LroError as LroError
 from .errors import OperationCancelled as OperationCancelled
@@ -44,6 +45,7 @@ __all__ = [
     # client
     "AsyncOperation",
     "AsyncOperationsClient",
+    "Change",
     "WaitPolicy",
     "as_completed",
     "channel_options",

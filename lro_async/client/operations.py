@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from types import TracebackType
@@ -11,11 +12,13 @@ import grpc
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2
 
+from ..errors import RpcError
 from .operation import AsyncOperation
 from .policy import WaitPolicy
 from .tokens import decode_token
 from .transport import GrpcTransport, Metadata, OperationsTransport
 from .waiting import Waiters
+from .watching import Change
 
 __all__ = ["ApiCoreOperation", "AsyncOperationsClient"]
 
@@ -289,6 +292,48 @@ class AsyncOperationsClient:
             token = page.next_page_token
             if not token:
                 return
+
+    async def watch(
+        self,
+        parent: str,
+        *,
+        filter: str = "",
+        page_size: int = 0,
+        metadata_changes: bool = False,
+        metadata: Metadata = (),
+    ) -> AsyncGenerator[Change, None]:
+        """Watch a collection: yield its operations, then every change, over one stream.
+
+        Needs lro_async's Watch extension on the server (gRPC). First a ``"snapshot"``
+        :class:`~lro_async.client.watching.Change` per matching operation and one
+        ``"synced"``, then ``"created"``, ``"changed"`` (with *metadata_changes*: each
+        metadata change), ``"done"`` and ``"deleted"`` as they happen. It ends when the
+        server ends the stream (it shuts down); call again to resume from a new snapshot.
+
+        >>> # async for change in client.watch("projects/p", filter="done = false"):
+        >>> #     print(change.kind, change.name)
+
+        :param parent: as ListOperations' ``name``: ``"projects/p"``, ``"operations"``, ``""``.
+        :param filter: an AIP-160 filter, as for :meth:`list_operations`.
+        :param page_size: snapshot operations per response; 0 lets the server choose.
+        :raises RpcError: :class:`InvalidArgument` for a bad parent or filter,
+            :class:`PermissionDenied`; UNIMPLEMENTED without the extension or over HTTP.
+        """
+        open_watch = getattr(self._transport, "watch_collection", None)
+        if open_watch is None:
+            raise RpcError(
+                "this transport cannot watch collections", code=grpc.StatusCode.UNIMPLEMENTED
+            )
+        changes: AsyncGenerator[Change, None] = open_watch(
+            parent,
+            filter=filter,
+            page_size=page_size,
+            metadata_changes=metadata_changes,
+            metadata=self._merge(metadata),
+        )
+        async with contextlib.aclosing(changes):
+            async for change in changes:
+                yield change
 
     async def cancel_operation(
         self, name: str, *, timeout: float | None = None, metadata: Metadata = ()

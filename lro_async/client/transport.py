@@ -9,7 +9,7 @@ lives above the seam.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol, TypeAlias
 
 import grpc
@@ -17,7 +17,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from ..errors import rpc_call
 from ..protobuf import seconds_duration
-from .watching import WatchStream
+from .watching import Change, WatchStream, watch_collection
 
 __all__ = ["GrpcTransport", "Metadata", "OperationsTransport"]
 
@@ -69,6 +69,25 @@ class GrpcTransport:
         """The client's Watch stream over this channel (optional in a transport: the
         waiters use it when a transport has it, and WaitOperation otherwise)."""
         return WatchStream(self._channel, metadata)
+
+    def watch_collection(
+        self,
+        parent: str,
+        *,
+        filter: str,
+        page_size: int,
+        metadata_changes: bool,
+        metadata: Metadata,
+    ) -> AsyncGenerator[Change, None]:
+        """A collection watch over this channel (optional in a transport, like watch_stream)."""
+        return watch_collection(
+            self._channel,
+            parent,
+            filter=filter,
+            page_size=page_size,
+            metadata_changes=metadata_changes,
+            metadata=metadata,
+        )
 
     async def get(
         self, name: str, *, timeout: float | None, metadata: Metadata

@@ -18,22 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from typing import TYPE_CHECKING, cast
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Literal, cast
 
 import grpc
+from google.longrunning import operations_pb2
 
 from ..errors import RpcError, rpc_call, rpc_error, status_code
 from ..v1 import watch_pb2
 from ..v1.watch_pb2_grpc import OperationsWatchStub
 
 if TYPE_CHECKING:
-    from google.longrunning import operations_pb2
-
     from ..v1 import watch_pb2_grpc
     from .transport import Metadata
 
-__all__ = ["WatchStream"]
+__all__ = ["Change", "ChangeKind", "WatchStream", "watch_collection"]
 
 logger = logging.getLogger("lro_async")
 
@@ -232,3 +233,71 @@ def _merged(requests: list[WatchRequest]) -> list[WatchRequest]:
 
 def _broken(message: str) -> RpcError:
     return RpcError(message, code=grpc.StatusCode.UNAVAILABLE)
+
+
+ChangeKind = Literal["snapshot", "synced", "created", "changed", "done", "deleted"]
+
+_KINDS: dict[int, ChangeKind] = {
+    Event.SNAPSHOT: "snapshot",
+    Event.SNAPSHOT_END: "synced",
+    Event.CREATED: "created",
+    Event.CHANGED: "changed",
+    Event.DONE: "done",
+    Event.DELETED: "deleted",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """One change seen by :meth:`AsyncOperationsClient.watch`.
+
+    :param kind: ``"snapshot"`` (an operation that matched when the watch began),
+        ``"synced"`` (the snapshot is complete; no name), then ``"created"`` (an operation
+        that matches and did not before), ``"changed"`` (its metadata, or it stopped
+        matching), ``"done"`` and ``"deleted"`` (only the name).
+    :param name: the operation's name.
+    :param operation: its state, except for ``"synced"`` and ``"deleted"``.
+    """
+
+    kind: ChangeKind
+    name: str
+    operation: operations_pb2.Operation | None
+
+
+async def watch_collection(
+    channel: grpc.aio.Channel,
+    parent: str,
+    *,
+    filter: str,
+    page_size: int,
+    metadata_changes: bool,
+    metadata: Metadata,
+) -> AsyncGenerator[Change, None]:
+    """Open a collection watch on *channel* and yield its changes until the server ends it.
+
+    :raises RpcError: INVALID_ARGUMENT (bad parent or filter), PERMISSION_DENIED,
+        UNIMPLEMENTED (no Watch extension), or the status that broke the stream.
+    """
+    stub = cast("watch_pb2_grpc.OperationsWatchAsyncStub", OperationsWatchStub(channel))
+    call = stub.Watch(metadata=tuple(metadata))
+    try:
+        request = WatchRequest.Collection(
+            parent=parent, filter=filter, page_size=page_size, metadata_changes=metadata_changes
+        )
+        await rpc_call(call.write(WatchRequest(collection=request)))
+        while True:
+            response = await rpc_call(call.read())
+            if response is grpc.aio.EOF:
+                return
+            for event in cast("watch_pb2.WatchResponse", response).events:
+                kind = _KINDS.get(event.kind)
+                if kind is None:
+                    continue  # a kind this client does not know yet
+                if event.kind == Event.ERROR:  # pragma: no cover - not sent for collections
+                    continue
+                operation = event.operation if event.HasField("operation") else None
+                yield Change(kind, event.name, operation)
+    finally:
+        call.cancel()
+        with contextlib.suppress(Exception):
+            await call.done_writing()

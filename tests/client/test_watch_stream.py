@@ -132,3 +132,46 @@ async def test_a_server_without_the_extension_is_asked_once_per_client() -> None
             assert counter.calls["Watch"] == 1
             assert counter.calls["WaitOperation"] == 1 + 3  # the probe, one long poll each
             await client.aclose()
+
+
+async def test_client_watch_yields_the_snapshot_then_the_changes() -> None:
+    async with serve() as served:
+        manager = served.manager
+        client = AsyncOperationsClient(served.channel)
+        before = await manager.create(parent="projects/p")
+        changes = client.watch("projects/p", metadata_changes=True)
+        seen = [await anext(changes), await anext(changes)]
+        assert [(c.kind, c.name) for c in seen] == [("snapshot", before.name), ("synced", "")]
+        created = await manager.create(parent="projects/p")
+        change = await anext(changes)
+        assert (change.kind, change.name) == ("created", created.name)
+        await manager.set_metadata(created.name, wrappers_pb2.Int64Value(value=1))
+        assert (await anext(changes)).kind == "changed"
+        await manager.complete(created.name)
+        change = await anext(changes)
+        assert change.kind == "done" and change.operation is not None and change.operation.done
+        await manager.delete(before.name)
+        change = await anext(changes)
+        assert (change.kind, change.name, change.operation) == ("deleted", before.name, None)
+        await changes.aclose()
+        await _until(lambda: served.manager._hub._subscribed == set(), "the stream closing")
+        await client.aclose()
+
+
+async def test_client_watch_of_a_bad_filter_raises_invalid_argument() -> None:
+    async with serve() as served:
+        client = AsyncOperationsClient(served.channel)
+        with pytest.raises(lro_async.InvalidArgument):
+            async for _ in client.watch("projects/p", filter="done = maybe"):
+                pass
+        await client.aclose()
+
+
+async def test_client_watch_without_the_extension_raises_unimplemented() -> None:
+    async with serve(watch=False) as served:
+        client = AsyncOperationsClient(served.channel)
+        with pytest.raises(lro_async.RpcError) as refused:
+            async for _ in client.watch("projects/p"):
+                pass
+        assert refused.value.code == grpc.StatusCode.UNIMPLEMENTED
+        await client.aclose()
