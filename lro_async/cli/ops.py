@@ -214,7 +214,9 @@ async def _reach(args: argparse.Namespace, session: _Session) -> operations_pb2.
 async def wait(args: argparse.Namespace) -> int:
     """Wait with a progress bar on stderr (on a terminal) fed by the metadata; print it."""
     async with _connect(args) as session:
-        op = session.client.operation(await _reach(args, session))
+        reached = await _reach(args, session)
+        await render.learn(reached, session.types)  # before following: no RPC between changes
+        op = session.client.operation(reached)
         console = Console(stderr=True)
         if not console.is_terminal:
             await _await_following(args, session, op, None)
@@ -245,7 +247,9 @@ async def wait(args: argparse.Namespace) -> int:
 async def watch(args: argparse.Namespace) -> int:
     """Print a line (a JSON object with ``--json``) for each change until it is done."""
     async with _connect(args) as session:
-        op = session.client.operation(await _reach(args, session))
+        reached = await _reach(args, session)
+        await render.learn(reached, session.types)  # before following: no RPC between changes
+        op = session.client.operation(reached)
 
         async def follow() -> None:
             async for metadata in op.progress():
