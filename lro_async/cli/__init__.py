@@ -117,8 +117,11 @@ def _parser() -> argparse.ArgumentParser:
         ("watch", "print each change of an operation until it is done"),
     ):
         command = client_command(name, help)
-        command.add_argument("name")
+        command.add_argument("name", nargs="?" if name == "watch" else None)
         command.add_argument("--timeout", type=float, default=None, help="give up after seconds")
+        if name == "watch":  # or a collection, over lro_async's Watch extension
+            command.add_argument("--parent", help="watch every operation under this parent")
+            command.add_argument("--filter", default="", help="with --parent: AIP-160")
     cancel = client_command("cancel", "cancel an operation")
     cancel.add_argument("name")
     delete = client_command("delete", "delete an operation's record")

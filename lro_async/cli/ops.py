@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..client.operation import AsyncOperation
 from ..client.operations import AsyncOperationsClient
-from ..errors import OperationFailed
+from ..errors import OperationFailed, OperationTimeout
 from . import EXIT_USAGE, CommandError, read_pem, render
 
 __all__ = ["cancel", "channel_credentials", "delete", "get", "list_", "wait", "watch"]
@@ -138,6 +138,10 @@ async def wait(args: argparse.Namespace) -> int:
 
 async def watch(args: argparse.Namespace) -> int:
     """Print a line (or a JSON document) for each change until the operation is done."""
+    if (args.name is None) == (args.parent is None):
+        raise CommandError("give an operation name or --parent, not both", EXIT_USAGE)
+    if args.parent is not None:
+        return await _watch_collection(args)
     async with _client(args) as client:
         op = client.operation(args.name)
 
@@ -150,6 +154,28 @@ async def watch(args: argparse.Namespace) -> int:
 
         await _await_following(op, args.timeout, follow())
         return await _finish(args, op.operation)
+
+
+async def _watch_collection(args: argparse.Namespace) -> int:
+    """Print each change under ``--parent`` until the server ends the watch (or --timeout)."""
+    async with _client(args) as client:
+        try:
+            async with asyncio.timeout(args.timeout):
+                async for change in client.watch(args.parent, filter=args.filter):
+                    if args.json:
+                        state = (
+                            render.operation_json(change.operation) if change.operation else None
+                        )
+                        document = {"kind": change.kind, "name": change.name, "operation": state}
+                        print(render.dumps(document), flush=True)
+                    elif change.operation is not None:
+                        line = f"{change.kind} {change.name} {render.state(change.operation)}"
+                        print(line, flush=True)
+                    else:
+                        print(f"{change.kind} {change.name}".rstrip(), flush=True)
+        except TimeoutError as exc:
+            raise OperationTimeout(f"watched {args.parent!r} for {args.timeout} s") from exc
+    return EXIT_OK
 
 
 async def _await_following(
