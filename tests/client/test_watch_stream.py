@@ -175,3 +175,26 @@ async def test_client_watch_without_the_extension_raises_unimplemented() -> None
                 pass
         assert refused.value.code == grpc.StatusCode.UNIMPLEMENTED
         await client.aclose()
+
+
+async def test_cancelling_an_awaiter_leaves_the_stream_and_the_operation_alone() -> None:
+    async with serve() as served:
+        manager = served.manager
+        client = AsyncOperationsClient(served.channel)
+        op = await manager.create()
+        # Two objects of one name, three awaiters: one waiter, one name on the stream.
+        first, second = client.operation(op.name), client.operation(op.name)
+        tasks = [asyncio.create_task(o.result()) for o in (first, first, second)]
+        await _until(lambda: manager.watched == 1, "the wait reaching the server")
+        assert len(client._waiters) == 1
+        tasks[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+        assert manager.watched == 1  # the others still wait
+        for task in tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        await _until(lambda: manager.watched == 0, "the name leaving the server")
+        assert not (await manager.get(op.name)).done  # never cancelled remotely
+        assert len(client._waiters) == 0
+        await client.aclose()
