@@ -5,7 +5,8 @@ for more): bytes of server RSS per open wait, bytes of client RSS per awaited op
 and the CPU of both processes over ``--idle-seconds`` (10) of waiting. The bare server
 awaits a plain ``asyncio.Event`` per operation in a grpc.aio WaitOperation handler.
 
-Runs (server, client): (lro_async, lro_async), (bare, lro_async) — the server compared
+Runs (server, client): (lro_async with the Watch extension, lro_async): every wait on one
+stream; (lro_async, lro_async), (bare, lro_async) — the server compared
 with the same client — and (bare, raw grpc.aio calls), the least a client can hold. All
 N waits are started at once by one client; "lost" counts awaits that failed or never
 opened, "refused" the calls the server turned away that the client opened again.
@@ -18,8 +19,13 @@ from typing import Any
 from .harness import Report, ServerProcess, Settings, Table, Target, run_client
 
 NAME = "idle"
-RUNS = (("lro", "lro"), ("bare", "lro"), ("bare", "raw"))
-LABELS = {"lro": "lro_async", "bare": "bare", "raw": "raw grpc.aio"}
+RUNS = (("lro-watch", "lro"), ("lro", "lro"), ("bare", "lro"), ("bare", "raw"))
+LABELS = {
+    "lro-watch": "lro_async + Watch",
+    "lro": "lro_async",
+    "bare": "bare",
+    "raw": "raw grpc.aio",
+}
 HEADLINE = 10_000
 
 
@@ -116,6 +122,33 @@ def run(settings: Settings) -> Report:
             1.0,
             "max",
             "% core",
+            note,
+        ),
+    ]
+    watched = results[size, "lro-watch", "lro"]
+    report.targets += [
+        Target(
+            f"server memory per awaited op over the Watch stream ({size:,})",
+            watched["server_bytes_per_wait"] / 1024,
+            3.0,
+            "max",
+            "KB",
+            note,
+        ),
+        Target(
+            f"client memory per awaited op over the Watch stream ({size:,})",
+            watched["client_bytes_per_wait"] / 1024,
+            3.0,
+            "max",
+            "KB",
+            note,
+        ),
+        Target(
+            f"lost waits over the Watch stream, {size:,} awaited at once",
+            _lost(watched),
+            0,
+            "max",
+            "",
             note,
         ),
     ]

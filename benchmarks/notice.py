@@ -7,6 +7,8 @@ awaits all M, one task each, and notes ``time.time()`` when each await returns.
 
 Clients:
 
+- ``watch``: lro_async's ``await op`` against a server with the Watch extension: every
+  wait on one stream;
 - ``long-poll``: lro_async's ``await op`` (WaitOperation long polls);
 - ``polling``: lro_async against a server whose WaitOperation is UNIMPLEMENTED, so it
   falls back to polling GetOperation with its default backoff;
@@ -51,8 +53,13 @@ from .harness import (
 )
 
 NAME = "notice"
-CLIENTS = ("long-poll", "polling", "api-core")
-SERVER_FOR = {"long-poll": "lro", "polling": "lro-nowait", "api-core": "lro"}
+CLIENTS = ("watch", "long-poll", "polling", "api-core")
+SERVER_FOR = {
+    "watch": "lro-watch",
+    "long-poll": "lro",
+    "polling": "lro-nowait",
+    "api-core": "lro",
+}
 PATTERNS = ("paced", "burst")
 HEADLINE = 10_000
 GIVE_UP = 180.0  # seconds a client may keep waiting after the last completion
@@ -188,7 +195,16 @@ def _targets(
     note = "" if size == HEADLINE else f"target is set at {HEADLINE:,} ops"
     long_poll = results.get((size, "paced", "long-poll"))
     api_core = results.get((size, "paced", "api-core"))
+    watch = results.get((size, "paced", "watch"))
     targets = [
+        Target(
+            f"Watch-stream notice p99 ({where})",
+            None if watch is None else watch["notice_ms"]["p99"],
+            5.0,
+            "max",
+            "ms",
+            note,
+        ),
         Target(
             f"long-poll notice p99 ({where})",
             None if long_poll is None else long_poll["notice_ms"]["p99"],

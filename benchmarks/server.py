@@ -4,7 +4,9 @@ Kinds:
 
 - ``lro``: lro_async's ``OperationManager`` on a ``MemoryStore``, served by its
   ``AsyncOperationsServicer``;
-- ``lro-sqlite``: the same on a ``SQLiteStore`` in a temporary directory;
+- ``lro-watch``: ``lro`` that also serves the Watch extension (``lro_async.v1``), so
+  lro_async's client multiplexes its waits over one stream;
+- ``lro-sqlite``: the same as ``lro`` on a ``SQLiteStore`` in a temporary directory;
 - ``lro-nowait``: ``lro`` whose WaitOperation answers UNIMPLEMENTED, as a server without
   long polls does, so clients fall back to polling GetOperation;
 - ``bare``: the physical limit: GetOperation returns one constant Operation and
@@ -41,12 +43,13 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import wrappers_pb2
 
 import lro_async
+from lro_async.server.watching import WatchServicer
 from lro_async.stores.sqlite import SQLiteStore
 
 from .control import control_handler
 from .harness import MESSAGE_OPTIONS, GcPauses, rss_bytes
 
-KINDS = ("lro", "lro-sqlite", "lro-nowait", "bare")
+KINDS = ("lro", "lro-watch", "lro-sqlite", "lro-nowait", "bare")
 
 _OPERATIONS = "/google.longrunning.Operations/"
 _Context = grpc.aio.ServicerContext[Any, Any]
@@ -83,13 +86,18 @@ class _UnimplementedWait(lro_async.AsyncOperationsServicer):
 class LroBackend:
     """lro_async's own server: an OperationManager and its servicer."""
 
-    def __init__(self, store: lro_async.stores.OperationStore, *, wait: bool) -> None:
+    def __init__(
+        self, store: lro_async.stores.OperationStore, *, wait: bool, watch: bool = False
+    ) -> None:
         self.manager = lro_async.OperationManager(store)
         servicer_type = lro_async.AsyncOperationsServicer if wait else _UnimplementedWait
         self.servicer = servicer_type(self.manager)
+        self.watch = watch
 
     def register(self, server: grpc.aio.Server) -> None:
         self.servicer.add_to_server(server)
+        if self.watch:
+            WatchServicer(self.manager).add_to_server(server)
 
     async def create(self, count: int, parent: str) -> list[str]:
         return [(await self.manager.create(parent=parent)).name for _ in range(count)]
@@ -268,6 +276,8 @@ class _StdinWatch(asyncio.Protocol):
 def _backend(kind: str, directory: Path) -> Backend:
     if kind == "lro":
         return LroBackend(lro_async.stores.MemoryStore(), wait=True)
+    if kind == "lro-watch":
+        return LroBackend(lro_async.stores.MemoryStore(), wait=True, watch=True)
     if kind == "lro-nowait":
         return LroBackend(lro_async.stores.MemoryStore(), wait=False)
     if kind == "lro-sqlite":

@@ -17,10 +17,11 @@ from .. import __version__
 from ..errors import InvalidArgument
 from ..server.listing import parse_filter
 from ..server.names import check_name, list_parent
+from ..stores import from_url
 
 __all__ = ["EXIT_CODES", "parser"]
 
-DEFAULT_STORE = "sqlite:///lro_async.db"
+DEFAULT_STORE = "./lro_async.db"
 DEFAULT_TARGET = "127.0.0.1:50051"
 
 EXIT_CODES = """\
@@ -40,8 +41,9 @@ stores (--store):
   memory                         operations live in the process (gone when it stops)
   PATH, e.g. ./ops.db or /var/lib/ops.db
                                  a SQLite file (created if missing; its folder must exist)
-  sqlite:///PATH                 the same; a relative PATH: sqlite:///ops.db, an absolute
-                                 one takes a fourth slash: sqlite:////var/lib/ops.db
+  sqlite:///ABSOLUTE/PATH        the same, read as a file: URL (sqlite:///var/lib/ops.db is
+                                 /var/lib/ops.db); sqlite:RELATIVE/PATH is relative; add
+                                 ?mode=ro to inspect a file another server owns
   postgresql://USER@HOST:PORT/DB[?schema=NAME]
                                  PostgreSQL (needs: pip install 'lro-async[postgres]')
 """
@@ -137,15 +139,14 @@ def _parent(text: str) -> str:
 
 
 def _store(text: str) -> str:
-    if text == "memory" or text.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        return text
-    if _SCHEME.match(text) or text.startswith("sqlite:"):
-        raise argparse.ArgumentTypeError(
-            f"unknown store {text!r}: use memory, a file path (./ops.db), sqlite:///PATH "
-            "or postgresql://USER@HOST/DB"
-        )
     if not text:
         raise argparse.ArgumentTypeError("the store is empty: use memory or a file path")
+    if text.startswith(("postgresql://", "postgres://")):
+        return text  # needs asyncpg, which only opening it may ask for
+    try:
+        from_url(text)  # opens nothing: checks the form and builds the store object
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -339,10 +340,17 @@ def parser() -> argparse.ArgumentParser:
         ("watch", "print each change of an operation until it is done"),
     ):
         command = _client_command(commands, name, help)
-        command.add_argument("name", type=_name)
+        command.add_argument("name", type=_name, nargs="?" if name == "watch" else None)
         command.add_argument(
             "--timeout", type=SECONDS, default=None, help="give up after this many seconds"
         )
+        if name == "watch":  # or a collection, over lro_async's Watch extension
+            command.add_argument(
+                "--parent", type=_parent, help="watch every operation under this parent instead"
+            )
+            command.add_argument(
+                "--filter", type=_filter, default="", help="with --parent: AIP-160"
+            )
     cancel = _client_command(commands, "cancel", "cancel an operation")
     cancel.add_argument("name", type=_name)
     delete = _client_command(commands, "delete", "delete an operation's record")

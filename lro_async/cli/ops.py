@@ -24,8 +24,18 @@ from rich.progress import (
 
 from ..client.operation import AsyncOperation
 from ..client.operations import AsyncOperationsClient
+from ..client.policy import channel_options
 from ..errors import OperationFailed, OperationTimeout, RpcError
-from . import EXIT_FAILED, EXIT_OK, EXIT_RPC, EXIT_TIMEOUT, CommandError, render, unreachable
+from . import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_RPC,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    CommandError,
+    render,
+    unreachable,
+)
 from .reflection import TypeResolver
 from .tls import check_files
 
@@ -73,9 +83,9 @@ async def _connect(args: argparse.Namespace) -> AsyncIterator[_Session]:
     credentials = channel_credentials(args)
     async with (
         (
-            grpc.aio.insecure_channel(args.target)
+            grpc.aio.insecure_channel(args.target, options=channel_options())
             if credentials is None
-            else grpc.aio.secure_channel(args.target, credentials)
+            else grpc.aio.secure_channel(args.target, credentials, options=channel_options())
         ) as channel,
         AsyncOperationsClient(channel) as client,
     ):
@@ -246,6 +256,10 @@ async def wait(args: argparse.Namespace) -> int:
 
 async def watch(args: argparse.Namespace) -> int:
     """Print a line (a JSON object with ``--json``) for each change until it is done."""
+    if (args.name is None) == (args.parent is None):
+        raise CommandError("give an operation name or --parent, not both", EXIT_USAGE)
+    if args.parent is not None:
+        return await _watch_collection(args)
     async with _connect(args) as session:
         reached = await _reach(args, session)
         await render.learn(reached, session.types)  # before following: no RPC between changes
@@ -268,6 +282,31 @@ async def watch(args: argparse.Namespace) -> int:
         else:
             print(f"{op.name}: {render.state(op.operation)}", flush=True)
         return _outcome(args, op.operation)
+
+
+async def _watch_collection(args: argparse.Namespace) -> int:
+    """Print each change under ``--parent`` until the server ends the watch (or --timeout)."""
+    async with _connect(args) as session:
+        try:
+            async with asyncio.timeout(args.timeout):
+                changes = session.client.watch(args.parent, filter=args.filter)
+                async for change in changes:
+                    operation = change.operation
+                    if operation is not None:
+                        await render.learn(operation, session.types)
+                    if args.json:
+                        state = None
+                        if operation is not None:
+                            state = render.operation_json(operation, session.types)
+                        document = {"kind": change.kind, "name": change.name, "operation": state}
+                        print(render.compact(document), flush=True)
+                    elif operation is not None:
+                        print(f"{change.kind} {change.name} {render.state(operation)}", flush=True)
+                    else:
+                        print(f"{change.kind} {change.name}".rstrip(), flush=True)
+        except TimeoutError as exc:
+            raise OperationTimeout(f"watched {args.parent!r} for {args.timeout} s") from exc
+    return EXIT_OK
 
 
 async def _await_following(

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import errno
 import logging
-import re
 import signal
 import socket
 import ssl
@@ -49,7 +48,6 @@ _SERVICES = (
     reflection.SERVICE_NAME,
     V1_SERVICE_NAME,
 )
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,10 +177,6 @@ def open_store(url: str) -> OperationStore:
     :raises CommandError: (bad usage) if the store's extra is not installed.
     """
     try:
-        if url != "memory" and not _URL.match(url):
-            from ..stores.sqlite import SQLiteStore
-
-            return SQLiteStore(url)
         return from_url(url)
     except ImportError as exc:
         if "asyncpg" in (exc.name or str(exc)):

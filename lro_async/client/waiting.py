@@ -366,6 +366,9 @@ class Waiter:
             except RpcError as exc:
                 if watching and exc.code is grpc.StatusCode.UNIMPLEMENTED:
                     continue  # no Watch extension (remembered by the stream): WaitOperation
+                if watching and exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    stream = None  # the stream holds all the names it may: WaitOperation
+                    continue
                 if mode is not False and exc.code is grpc.StatusCode.UNIMPLEMENTED:
                     self._owner.fall_back_to_polling()
                     continue

@@ -123,6 +123,35 @@ async def test_watch_prints_each_progress_change(
     assert '"percent": 100' in result.stdout
 
 
+async def test_watch_parent_prints_the_snapshot_and_each_change(
+    server: tuple[str, subprocess.Popen[str]], demo: demo_pb2_grpc.DemoAsyncStub
+) -> None:
+    before = await demo.Sleep(_sleep(0.2))
+    command = ("watch", "--parent", "projects/cli", "--timeout", "8", "--target", server[0])
+    watching = asyncio.create_task(_cli(*command))
+    later = await demo.Sleep(_sleep(4.0))  # finishes while the command watches
+    result = await watching
+    assert result.returncode == 5, result.stderr  # --timeout ended it
+    lines = result.stdout.splitlines()
+    assert "synced" in lines, result.stdout
+    assert any(before.name in line for line in lines), result.stdout
+    about_later = [line for line in lines if later.name in line]
+    assert about_later and about_later[-1] == f"done {later.name} done", result.stdout
+
+
+async def test_watch_usage_errors_exit_two_with_one_line(
+    server: tuple[str, subprocess.Popen[str]],
+) -> None:
+    for args in (
+        ("watch",),
+        ("watch", "operations/x", "--parent", "projects/p"),
+        ("watch", "--parent", "projects/p", "--filter", "done = maybe"),
+    ):
+        result = await _cli(*args, "--target", server[0])
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 async def test_get_list_cancel_delete_with_json(
     server: tuple[str, subprocess.Popen[str]], demo: demo_pb2_grpc.DemoAsyncStub
 ) -> None:

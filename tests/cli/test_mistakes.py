@@ -73,7 +73,7 @@ MISTAKES: list[tuple[list[str], int, str]] = [
     (["list", "--colour"], 2, "unrecognized arguments: --colour"),
     # stores
     (["serve", "--store", "mysql://db/ops"], 2, "unknown store 'mysql://db/ops'"),
-    (["serve", "--store", "sqlite://ops.db"], 2, "unknown store"),
+    (["serve", "--store", "sqlite://ops.db"], 2, "a sqlite URL names no host"),
     (["serve", "--store", ""], 2, "the store is empty"),
     (["demo", "--store", "redis://x"], 2, "unknown store"),
     ([*SERVE[:3], "--store", "{tmp}/missing/ops.db"], 4, "{tmp}/missing/ops.db"),

@@ -15,6 +15,7 @@ import lro_async
 from lro_async import AsyncOperationsClient, OperationManager, OperationTimeout
 from lro_async.backoff import Backoff
 from lro_async.client.policy import WaitPolicy
+from lro_async.server.watching import WatchServicer
 from lro_async.stores import SQLiteStore
 from lro_async.testing import serve
 
@@ -175,3 +176,51 @@ async def test_client_watch_without_the_extension_raises_unimplemented() -> None
                 pass
         assert refused.value.code == grpc.StatusCode.UNIMPLEMENTED
         await client.aclose()
+
+
+async def test_cancelling_an_awaiter_leaves_the_stream_and_the_operation_alone() -> None:
+    async with serve() as served:
+        manager = served.manager
+        client = AsyncOperationsClient(served.channel)
+        op = await manager.create()
+        # Two objects of one name, three awaiters: one waiter, one name on the stream.
+        first, second = client.operation(op.name), client.operation(op.name)
+        tasks = [asyncio.create_task(o.result()) for o in (first, first, second)]
+        await _until(lambda: manager.watched == 1, "the wait reaching the server")
+        assert len(client._waiters) == 1
+        tasks[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+        assert manager.watched == 1  # the others still wait
+        for task in tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        await _until(lambda: manager.watched == 0, "the name leaving the server")
+        assert not (await manager.get(op.name)).done  # never cancelled remotely
+        assert len(client._waiters) == 0
+        await client.aclose()
+
+
+async def test_a_name_past_the_stream_limit_is_waited_on_with_wait_operation() -> None:
+    manager = OperationManager()
+
+    def register(server: grpc.aio.Server) -> None:
+        WatchServicer(manager, max_names=1).add_to_server(server)
+
+    async with serve(manager, watch=False, register=register) as served:
+        counter = CountingInterceptor()
+        interceptors = [counter, StreamCounter(counter)]
+        async with grpc.aio.insecure_channel(served.target, interceptors=interceptors) as channel:
+            client = AsyncOperationsClient(channel)
+            first, second = await manager.create(), await manager.create()
+            waits = [
+                asyncio.create_task(client.operation(o.name).result()) for o in (first, second)
+            ]
+            await _until(lambda: manager.watched == 2, "both waits reaching the server")
+            await manager.complete(first.name)
+            await manager.complete(second.name)
+            async with asyncio.timeout(10):
+                await asyncio.gather(*waits)
+            assert counter.calls["Watch"] == 1
+            assert counter.calls["WaitOperation"] >= 1  # the one the stream could not take
+            await client.aclose()

@@ -319,7 +319,7 @@ async def test_ten_thousand_waiters_under_churn_all_get_their_end_and_memory_sta
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with (
-        serve() as served,
+        serve(watch=False) as served,  # WaitOperation calls, one per wait
         lro_async.AsyncOperationsClient(served.channel) as held_client,
         lro_async.AsyncOperationsClient(served.channel) as stream_client,
     ):
@@ -357,7 +357,7 @@ async def test_ten_thousand_waiters_under_churn_all_get_their_end_and_memory_sta
 
 
 async def test_a_thousand_clients_leaving_mid_wait_leave_nothing_behind() -> None:
-    async with serve() as served:
+    async with serve(watch=False) as served:  # WaitOperation calls, one per wait
         manager = served.manager
         ops = [(await manager.create(parent="projects/leave")).name for _ in range(100)]
         before = [await manager.get(name) for name in ops]
