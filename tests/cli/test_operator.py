@@ -298,7 +298,7 @@ def test_help_shows_defaults_exit_codes_and_no_backticks() -> None:
         assert "`" not in shown.stdout, shown.stdout
         assert "141  stdout was closed early" in shown.stdout
     serve = _run("serve", "--help").stdout
-    assert "(default: 50051)" in serve and "sqlite:////var/lib/ops.db" in serve
+    assert "(default: 50051)" in serve and "sqlite:///var/lib/ops.db is" in serve
 
 
 def test_serve_stopped_by_a_signal_exits_zero(server: Server) -> None:
