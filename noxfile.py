@@ -11,7 +11,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-EXTRAS = ".[postgres,cli,http]"
+EXTRAS = ".[postgres,cli,http,otel]"
 
 
 def _group(name: str) -> list[str]:

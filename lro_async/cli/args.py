@@ -186,6 +186,13 @@ def _serve(commands: argparse._SubParsersAction[_Parser]) -> None:
         "HTTPS with the --tls-* files; needs the http extra)",
     )
     serve.add_argument(
+        "--metrics-port",
+        type=PORT,
+        default=None,
+        help="serve the OpenTelemetry metrics in Prometheus' text format at /metrics on this "
+        "port (0: a free one; needs the otel extra)",
+    )
+    serve.add_argument(
         "--grace", type=SECONDS, default=10.0, help="seconds running work gets on shutdown"
     )
     serve.add_argument(

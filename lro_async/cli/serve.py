@@ -24,6 +24,7 @@ from ..server.manager import OperationManager
 from ..server.servicer import server_options
 from ..stores import OperationStore, from_url
 from . import EXIT_OK, EXIT_RPC, EXIT_USAGE, CommandError
+from .metrics import check_metrics_extra, metrics_server
 from .reflection import V1_SERVICE_NAME, enable_reflection
 from .tls import check_files
 
@@ -233,6 +234,21 @@ async def serve_command(args: argparse.Namespace) -> int:
         if credentials is not None and args.http_port is not None
         else None
     )
+    metrics: contextlib.AbstractContextManager[str | None] = contextlib.nullcontext()
+    if args.metrics_port is not None:
+        check_metrics_extra()
+        metrics = metrics_server(args.host, args.metrics_port)
+    with metrics as metrics_target:
+        if metrics_target is not None:
+            print(f"lro-async: metrics on http://{metrics_target}/metrics", flush=True)
+        return await _serve(args, credentials, http_ssl)
+
+
+async def _serve(
+    args: argparse.Namespace,
+    credentials: grpc.ServerCredentials | None,
+    http_ssl: ssl.SSLContext | None,
+) -> int:
     try:
         await serve_forever(
             args.host,

@@ -88,6 +88,8 @@ class HttpTransport:
         present the client certificate loaded into it); default: the system's CAs.
     """
 
+    kind = "http"  # lro_async.transport of the wait spans (telemetry)
+
     def __init__(
         self,
         url: str,

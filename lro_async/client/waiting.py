@@ -39,11 +39,14 @@ from google.longrunning import operations_pb2
 
 from ..errors import RpcError
 from ..protobuf import progress_header
+from ..telemetry import LONG_POLL, POLLED, WATCHED
+from ..telemetry import current as current_telemetry
 from .pacing import Pacer
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ..telemetry import WaitTrace
     from .policy import WaitPolicy
     from .transport import Metadata, OperationsTransport
     from .watching import WatchStream
@@ -96,6 +99,8 @@ class Waiters:
         self._waiters: dict[str, Waiter] = {}
         self._closed = False
         self._warned: float | None = None  # loop time of the last still-failing warning
+        self.telemetry = current_telemetry()  # a span per awaited operation, or None
+        self.transport_kind: str = getattr(transport, "kind", "other")
         # The Watch stream all waiters share, if the transport has one (gRPC).
         make_stream = getattr(transport, "watch_stream", None)
         self.watch: WatchStream | None = make_stream(self.metadata) if make_stream else None
@@ -218,6 +223,7 @@ class Waiter:
         self._final: operations_pb2.Operation | None = None
         self._error: Exception | None = None
         self._error_tb: TracebackType | None = None  # raised afresh to each awaiter
+        self._trace: WaitTrace | None = None  # the wait's span (telemetry), until it ends
 
     def __repr__(self) -> str:
         return f"<Waiter {self.name!r} tickets={len(self._tickets)}>"
@@ -229,6 +235,9 @@ class Waiter:
         self._unbounded += ticket.deadline is None
         self._listeners += ticket.progress
         if self._task is None:
+            telemetry = self._owner.telemetry
+            if telemetry is not None and self._trace is None and not self._settled.is_set():
+                self._trace = telemetry.start_wait(self.name, self._owner.transport_kind)
             self._task = self._start(None)
         elif ticket.progress and self._listeners == 1 and self._plain_long_poll:
             # The open call would not return on a metadata change: reopen it with the header.
@@ -248,6 +257,8 @@ class Waiter:
         if self._tickets or self._settled.is_set():
             return []
         self._owner.forget(self)
+        if self._trace is not None:
+            self._end_trace(grpc.StatusCode.CANCELLED, "every awaiter left")
         return self._stop()
 
     async def leave(self, ticket: Ticket) -> None:
@@ -308,6 +319,15 @@ class Waiter:
     async def _run(self, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
             await asyncio.wait([previous])
+        trace, telemetry = self._trace, self._owner.telemetry
+        token = None if trace is None or telemetry is None else telemetry.attach(trace.span)
+        try:
+            await self._run_traced()
+        finally:
+            if token is not None and telemetry is not None:
+                telemetry.detach(token)
+
+    async def _run_traced(self) -> None:
         try:
             operation = await self._follow()
         except asyncio.CancelledError:
@@ -323,6 +343,8 @@ class Waiter:
         else:
             self._final = operation
             self._owner.forget(self)
+            if self._trace is not None:
+                self._end_trace(operation.error.code, operation.error.message)
             self._settled.set()
 
     async def _follow(self) -> operations_pb2.Operation:
@@ -356,6 +378,8 @@ class Waiter:
             try:
                 if stream is not None and watching:
                     operation = await stream.next(self.name, metadata=self._listeners > 0)
+                    if self._trace is not None:
+                        self._trace.how |= WATCHED
                     early = False
                 elif mode is None:
                     operation, early = await self._probe()
@@ -421,14 +445,19 @@ class Waiter:
         return operation, False
 
     async def _poll(self) -> operations_pb2.Operation:
+        if (trace := self._trace) is not None:
+            trace.rpcs += 1
         async with self._owner.pacer.slot():
             timeout = self._policy.rpc_timeout
             left = self._time_left()
             if left is not None:
                 timeout = min(timeout, max(left, 0.01))
-            return await self._owner.transport.get(
+            operation = await self._owner.transport.get(
                 self.name, timeout=timeout, metadata=self._owner.metadata
             )
+        if trace is not None:
+            trace.how |= POLLED
+        return operation
 
     async def _long_poll(
         self, *, wait: float | None = None
@@ -454,6 +483,8 @@ class Waiter:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self._plain_long_poll = not progress and wait > 0
+        if (trace := self._trace) is not None:
+            trace.rpcs += 1
         try:
             operation = await self._owner.transport.wait(
                 self.name,
@@ -463,6 +494,8 @@ class Waiter:
             )
         finally:
             self._plain_long_poll = False
+        if trace is not None:
+            trace.how |= LONG_POLL
         elapsed = loop.time() - started
         # An answer well before the wait asked for (a server that treats WaitOperation
         # like GetOperation), or no wait at all (a deadline passed): pause before the next.
@@ -505,7 +538,17 @@ class Waiter:
             observer._operation_changed(operation)
         return changed
 
+    def _end_trace(self, code: grpc.StatusCode | int, message: str) -> None:
+        trace, self._trace = self._trace, None
+        telemetry = self._owner.telemetry
+        if trace is not None and telemetry is not None:
+            telemetry.end_wait(trace, code, message)
+
     def _settle_error(self, error: Exception) -> None:
+        if self._trace is not None:
+            code = getattr(error, "code", None)
+            code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+            self._end_trace(code, str(error))
         self._error, self._error_tb = error, error.__traceback__
         self._owner.forget(self)
         for observer in self._observers():

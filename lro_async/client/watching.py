@@ -31,6 +31,7 @@ from ..v1 import watch_pb2
 from ..v1.watch_pb2_grpc import OperationsWatchStub
 
 if TYPE_CHECKING:
+    from ..telemetry import ClientRpc, Telemetry
     from ..v1 import watch_pb2_grpc
     from .transport import Metadata
 
@@ -57,11 +58,17 @@ class WatchStream:
 
     :param channel: the channel to the server (not owned).
     :param metadata: request metadata of the call.
+    :param telemetry: a span per call (an event per operation it delivers), or None.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, metadata: Metadata) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, metadata: Metadata, *, telemetry: Telemetry | None = None
+    ) -> None:
         self._stub = cast("watch_pb2_grpc.OperationsWatchAsyncStub", OperationsWatchStub(channel))
         self._metadata = tuple(metadata)
+        self._telemetry = telemetry
+        self._traced: ClientRpc | None = None  # the span of the call open now
+        self._recording = False  # whether that span records events
         self._entries: dict[str, _Entry] = {}
         self._call: _Call | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -108,6 +115,7 @@ class WatchStream:
             self._call = None
             self._writes = []
             call.cancel()
+            self._end_trace(grpc.StatusCode.OK)
         elif entry is not None:
             self._send(WatchRequest(remove=WatchRequest.Remove(names=[name])))
 
@@ -116,6 +124,7 @@ class WatchStream:
         call, self._call = self._call, None
         if call is not None:
             call.cancel()
+        self._end_trace(grpc.StatusCode.OK)
         tasks = [t for t in (self._reader, self._writer) if t is not None]
         for task in tasks:
             task.cancel()
@@ -135,7 +144,16 @@ class WatchStream:
             )
 
     def _open(self) -> None:
-        self._call = call = self._stub.Watch(metadata=self._metadata)
+        metadata: Metadata = self._metadata
+        if self._telemetry is not None:
+            self._end_trace(grpc.StatusCode.CANCELLED)  # a call replaced without its end seen
+            # One span per stream, in a trace of its own: it serves many operations' waits.
+            traced = self._telemetry.client_rpc(
+                "lro_async.v1.OperationsWatch/Watch", metadata, root=True
+            )
+            self._traced, self._recording = traced, traced.span.is_recording()
+            metadata = traced.metadata
+        self._call = call = self._stub.Watch(metadata=metadata)
         # A new call: every name still wanted is added again (pending writes of the old
         # call are dropped; they are re-made here).
         self._writes = []
@@ -172,6 +190,8 @@ class WatchStream:
                 for event in cast("watch_pb2.WatchResponse", response).events:
                     self._dispatch(event)
         except RpcError as exc:
+            if self._call is call:
+                self._end_trace(exc.code)
             if exc.code is grpc.StatusCode.UNIMPLEMENTED:
                 if self.supported is not False:
                     logger.info("the server has no Watch extension; using WaitOperation")
@@ -200,12 +220,21 @@ class WatchStream:
         if not event.HasField("operation"):
             return
         operation = event.operation
+        if self._recording and self._traced is not None:
+            self._traced.span.add_event(
+                "operation", {"lro_async.operation.name": event.name, "done": operation.done}
+            )
         if operation.done:
             del self._entries[event.name]
         if entry.future is not None and not entry.future.done():
             entry.future.set_result(operation)
         else:
             entry.latest = operation
+
+    def _end_trace(self, code: grpc.StatusCode) -> None:
+        traced, self._traced = self._traced, None
+        if traced is not None:
+            traced.end(code)
 
     def _fail_all(self, error: RpcError) -> None:
         entries, self._entries = self._entries, {}

@@ -54,8 +54,11 @@ def _fail_at(failure: demo_pb2.Failure, percent: int) -> None:
 class DemoService(demo_pb2_grpc.DemoServicer):
     """Serves ``lro_async.demo.v1.Demo``: each call starts an operation on *manager*."""
 
+    service = "lro_async.demo.v1.Demo"  # names its spans (lro_async.telemetry)
+
     def __init__(self, manager: OperationManager) -> None:
         self.manager = manager
+        self.telemetry = manager.telemetry
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         add_service(server, self, demo_pb2.DESCRIPTOR.services_by_name["Demo"])

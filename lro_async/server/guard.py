@@ -1,15 +1,18 @@
 """GuardedStore: the manager's view of its store, where no call hangs or escapes unmapped.
 
-Every call is bounded by a timeout, and any failure other than the store's own
-:class:`StoreError` becomes one (logged once with its traceback), so a store that
+Every call is bounded by a timeout (for stores that may stall), and any failure other than
+the store's own :class:`StoreError` becomes one (logged once with its traceback), so a store that
 raises or stalls gives clients UNAVAILABLE, never a hang or a bare INTERNAL; when the
-store recovers, so does the server, with nothing to reset.
+store recovers, so does the server, with nothing to reset. With telemetry, every call's
+duration and every failure are measured here too (``lro_async.store.call.duration``,
+``lro_async.store.errors``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, TypeVar
 
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from google.rpc import status_pb2
 
     from ..stores.base import Lease, OperationRecord, PageKey, Records, Written
+    from ..telemetry import Telemetry
     from .listing import Filter
 
 __all__ = ["GuardedStore"]
@@ -31,18 +35,42 @@ T = TypeVar("T")
 
 
 class GuardedStore(OperationStore):
-    """Wraps *store*: each call ends within *timeout* seconds or raises :class:`StoreError`."""
+    """Wraps *store*: each call ends within *timeout* seconds or raises :class:`StoreError`.
 
-    def __init__(self, store: OperationStore, timeout: float) -> None:
-        if not timeout > 0:
+    :param timeout: None: calls are not bounded (a store that cannot stall).
+    :param telemetry: where call durations and errors are reported (None: nowhere).
+    """
+
+    def __init__(
+        self, store: OperationStore, timeout: float | None, telemetry: Telemetry | None = None
+    ) -> None:
+        if timeout is not None and not timeout > 0:
             raise ValueError(f"store_timeout must be positive, not {timeout!r}")
         self.store = store
         self.timeout = timeout
+        self.telemetry = telemetry
         self.recheck_interval = store.recheck_interval
         self.read_only = store.read_only
+        self.may_stall = store.may_stall
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
+        telemetry = self.telemetry
+        if telemetry is None:
+            return await self._bounded(what, call)
+        started = time.perf_counter()
+        failed = False
         try:
+            return await self._bounded(what, call)
+        except StoreError:
+            failed = True
+            raise
+        finally:
+            telemetry.store_call(what, time.perf_counter() - started, failed)
+
+    async def _bounded(self, what: str, call: Awaitable[T]) -> T:
+        try:
+            if self.timeout is None:
+                return await call
             async with asyncio.timeout(self.timeout):
                 return await call
         except (LroError, ValueError):

@@ -65,7 +65,17 @@ def _wake(future: asyncio.Future[None]) -> None:
 class Watch:
     """One operation's waiters, shared by everyone watching it now."""
 
-    __slots__ = ("_any", "_final", "_listeners", "changes", "final", "name", "outcome", "watchers")
+    __slots__ = (
+        "_any",
+        "_final",
+        "_listeners",
+        "changes",
+        "final",
+        "finished",
+        "name",
+        "outcome",
+        "watchers",
+    )
 
     def __init__(self, name: str = "") -> None:
         self.name = name
@@ -75,6 +85,8 @@ class Watch:
         """The operation ended, was deleted, or the hub closed: nothing more will happen."""
         self.outcome: operations_pb2.Operation | None = None
         """The done operation, when whoever finished it handed it over (read-only)."""
+        self.finished = 0
+        """With ``outcome``: when it finished, in microseconds since the epoch (0: unknown)."""
         self.watchers = 0
         self._final: set[asyncio.Future[None]] = set()  # woken by the end only
         self._any: set[asyncio.Future[None]] = set()  # woken by any change
@@ -100,13 +112,16 @@ class Watch:
             if timer is not None:
                 timer.cancel()
 
-    def fire(self, final: bool, outcome: operations_pb2.Operation | None = None) -> None:
+    def fire(
+        self, final: bool, outcome: operations_pb2.Operation | None = None, finished: int = 0
+    ) -> None:
         """Announce a change; *final* when nothing will change any more."""
         self.changes += 1
         if final:
             self.final = True
             if outcome is not None:
                 self.outcome = outcome
+                self.finished = finished
             for future in self._final:
                 _wake(future)
             self._final.clear()
@@ -197,15 +212,17 @@ class Hub:
         *,
         final: bool = False,
         outcome: operations_pb2.Operation | None = None,
+        finished: int = 0,
     ) -> None:
         """Wake the waiters of *name*; *final* when it is done or gone for good.
 
         :param outcome: with *final*, the done operation, handed to the waiters as it is
             (they must not change it) so that they need not read it back from the store.
+        :param finished: with *outcome*, when it finished (microseconds since the epoch).
         """
         watch = self._watches.get(name)
         if watch is not None:
-            watch.fire(final, outcome)
+            watch.fire(final, outcome, finished)
         if self._by_parent:
             for parent in (parent_of(name), ALL):
                 for listener in self._by_parent.get(parent, ()):

@@ -27,6 +27,7 @@ from ..errors import (
 from ..protobuf import metadata_fingerprint, pack, status_of
 from ..stores.base import Lease, OperationRecord, OperationStore, Written
 from ..stores.memory import MemoryStore
+from ..telemetry import current as current_telemetry
 from .auth import Authorizer
 from .context import OperationContext
 from .guard import GuardedStore
@@ -108,8 +109,13 @@ class OperationManager:
         if not lease > 0:
             raise ValueError(f"lease must be positive, not {lease!r}")
         self.store = store if store is not None else MemoryStore()
+        self.telemetry = current_telemetry()
+        """The :class:`~lro_async.telemetry.Telemetry` it reports to, or None."""
+        stalls = self.store.may_stall
         self._store = (
-            GuardedStore(self.store, store_timeout) if self.store.may_stall else self.store
+            GuardedStore(self.store, store_timeout if stalls else None, self.telemetry)
+            if stalls or self.telemetry is not None
+            else self.store
         )
         self.retention = retention
         self.lease = lease
@@ -121,7 +127,7 @@ class OperationManager:
         self._page_token_key = page_token_key
         self._page_tokens = PageTokens(page_token_key or secrets.token_bytes(32))
         self._hub = Hub()
-        self._tasks = Tasks(self._finish_with, self._response, now_us)
+        self._tasks = Tasks(self._finish_with, self._response, now_us, telemetry=self.telemetry)
         self._upkeep = Upkeep(self)
         self._opened: asyncio.Task[None] | None = None
         self._closing = False  # aclose() began: no second one
@@ -283,17 +289,22 @@ class OperationManager:
         record = OperationRecord(operation, now, now)
         if request_id is None:
             await self._store.create(record, lease=lease)
-            self._hub.notify(operation.name)  # for collection watches
+            self._created(operation.name)
             return operation, True, lease
         while True:
             written = await self._store.create_once(record, request_id, lease=lease)
             if written.applied:
-                self._hub.notify(operation.name)  # for collection watches
+                self._created(operation.name)
                 return operation, True, lease
             if not self._expired(written.record):
                 return written.record.operation, False, None
             # Expired, not yet swept: gone for everyone, so its request id is free again.
             await self._store.delete(written.record.name)
+
+    def _created(self, name: str) -> None:
+        self._hub.notify(name)  # for collection watches
+        if self.telemetry is not None:
+            self.telemetry.operation_started()
 
     async def start(
         self,
@@ -327,7 +338,8 @@ class OperationManager:
     def _run_task(self, name: str, work: Work, lease_until: int | None = None) -> None:
         deleted = asyncio.Event()
         context = OperationContext(self, name, deleted)
-        self._tasks.start(name, work, context, deleted, lease_until=lease_until)
+        span = None if self.telemetry is None else self.telemetry.operation_span(name)
+        self._tasks.start(name, work, context, deleted, lease_until=lease_until, span=span)
 
     def _metadata(self, metadata: Message) -> any_pb2.Any:
         packed = pack(metadata)
@@ -428,7 +440,18 @@ class OperationManager:
     ) -> Written | None:
         written = await self._store.finish(name, now_us(), response=response, error=error)
         if written is not None and written.applied:
-            self._hub.notify(name, final=True, outcome=written.record.operation)
+            record = written.record
+            self._hub.notify(
+                name, final=True, outcome=record.operation, finished=record.update_time
+            )
+            if self.telemetry is not None:
+                status = record.operation.error
+                self.telemetry.operation_finished(
+                    self._tasks.take_span(name),
+                    status.code,
+                    status.message,
+                    (record.update_time - record.create_time) / 1e6,
+                )
         return written
 
     def _finish_with(self, name: str, outcome: Outcome) -> Awaitable[Written | None]:
@@ -486,15 +509,21 @@ class OperationManager:
         # so its waiters wake on any change and re-read.
         any_change = progress is not None or recheck is not None
         watch = self._hub.enter(name)
+        slept = False  # it waited: it was there before the operation finished
         try:
             while True:
                 if watch.outcome is not None:  # finished here: no need to read it back
                     operation = operations_pb2.Operation()
                     operation.CopyFrom(watch.outcome)
+                    if self.telemetry is not None and watch.finished:
+                        self.telemetry.noticed((now_us() - watch.finished) / 1e6)
                     return operation
                 seen = watch.changes
-                operation = self._visible(name, await self._store.get(name)).operation
+                record = self._visible(name, await self._store.get(name))
+                operation = record.operation
                 if operation.done or self._hub.closed:
+                    if slept and operation.done and self.telemetry is not None:
+                        self.telemetry.noticed((now_us() - record.update_time) / 1e6)
                     return operation
                 if progress is not None:
                     fingerprint = metadata_fingerprint(operation.metadata)
@@ -506,6 +535,7 @@ class OperationManager:
                     return operation
                 bound = recheck if left is None else left if recheck is None else min(left, recheck)
                 await watch.sleep(seen, bound, any_change=any_change)
+                slept = True
         finally:
             self._hub.leave(name, watch)
 

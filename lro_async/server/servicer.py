@@ -23,6 +23,7 @@ from ..protobuf import (
     WAIT_MODE_HEADER,
     parse_progress_header,
 )
+from ..telemetry import OPERATIONS
 from .auth import Authorizer, Rpc, caller_of
 from .names import check_name, list_parent
 from .rules import (
@@ -36,6 +37,7 @@ from .rules import (
 )
 
 if TYPE_CHECKING:
+    from ..telemetry import ServerRpc, Telemetry
     from .manager import OperationManager
 
 __all__ = [
@@ -86,8 +88,12 @@ def server_options(*, max_pending_requests: int = 50_000) -> list[tuple[str, int
     ]
 
 
-async def _abort(context: Context, exc: Exception, rpc: str, name: str) -> NoReturn:
+async def _abort(
+    context: Context, exc: Exception, rpc: str, name: str, traced: ServerRpc | None = None
+) -> NoReturn:
     code, message, details = error_parts(exc, rpc, name)
+    if traced is not None:
+        traced.end(code)
     message = _bounded(message)
     status = status_pb2.Status(code=code_number(code), message=message, details=details)
     await context.abort(
@@ -134,16 +140,32 @@ def rpc_method(
 
     :class:`~lro_async.RpcError` subclasses keep their code and message,
     :class:`~lro_async.StoreError` becomes UNAVAILABLE, anything else INTERNAL (logged).
+    A servicer with a ``telemetry`` attribute that is not None
+    (:class:`~lro_async.telemetry.Telemetry`) gets a span and a duration per call, named
+    by its ``service`` attribute (default ``google.longrunning.Operations``).
     """
+    name = handler.__name__
 
     @functools.wraps(handler)
     async def wrapper(self: Service, request: Request, context: Context) -> Reply:
+        telemetry: Telemetry | None = getattr(self, "telemetry", None)
+        traced = None
+        if telemetry is not None:
+            method = f"{getattr(self, 'service', OPERATIONS)}/{name}"
+            traced = telemetry.server_rpc(method, context)
         try:
             if isinstance(request, _Malformed):
                 raise request.error()
-            return await handler(self, request, context)
+            reply = await handler(self, request, context)
         except Exception as exc:
-            await _abort(context, exc, handler.__name__, getattr(request, "name", ""))
+            await _abort(context, exc, handler.__name__, getattr(request, "name", ""), traced)
+        except BaseException:  # the call was cancelled (the client went away)
+            if traced is not None:
+                traced.end(grpc.StatusCode.CANCELLED)
+            raise
+        if traced is not None:
+            traced.end(grpc.StatusCode.OK)
+        return reply
 
     setattr(wrapper, _CHECKS_REQUESTS, True)
     return wrapper
@@ -246,6 +268,8 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         self.max_waits = max_waits
         self.waiting = 0
         """WaitOperation calls open now."""
+        self.telemetry = manager.telemetry
+        """Where each call's span and duration go (:mod:`lro_async.telemetry`), or None."""
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register this servicer with *server*.
@@ -303,10 +327,15 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         bound = wait_bound(self.max_wait, timeout, remaining, self.deadline_margin)
         reserve_wait(self.waiting, self.max_waits, "WaitOperation calls")
         self.waiting += 1
+        telemetry = self.telemetry
+        if telemetry is not None:
+            telemetry.waits(1)
         try:
             return await self.manager.wait(request.name, bound, progress=_progress(context))
         finally:
             self.waiting -= 1
+            if telemetry is not None:
+                telemetry.waits(-1)
 
     async def _allow(self, rpc: Rpc, resource: str, context: Context) -> None:
         await check_access(self.authorize, rpc, resource, lambda: caller_of(context))

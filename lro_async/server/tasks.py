@@ -32,7 +32,9 @@ from ..stores.base import Written
 if TYPE_CHECKING:
     from google.protobuf import any_pb2
     from google.protobuf.message import Message
+    from opentelemetry.trace import Span
 
+    from ..telemetry import Telemetry
     from .context import OperationContext
 
 __all__ = ["FINAL_RETRY", "SHUT_DOWN", "Outcome", "Tasks"]
@@ -61,10 +63,17 @@ Finish = Callable[[str, Outcome], Awaitable[Written | None]]
 class _Job:
     """One operation run here."""
 
-    __slots__ = ("context", "deleted", "lease_until", "outcome", "task")
+    __slots__ = ("context", "deleted", "lease_until", "outcome", "span", "task")
 
-    def __init__(self, context: OperationContext, deleted: asyncio.Event, lease_until: int | None):
+    def __init__(
+        self,
+        context: OperationContext,
+        deleted: asyncio.Event,
+        lease_until: int | None,
+        span: Span | None,
+    ):
         self.context = context
+        self.span = span  # of the operation's life (telemetry), until its end is written
         self.deleted = deleted  # set when the operation's record is deleted
         self.lease_until = lease_until  # microseconds: the lease as last renewed; None: no lease
         self.outcome: Outcome | None = None  # the end, while the store has yet to take it
@@ -78,6 +87,7 @@ class Tasks:
     :param respond: packs what the work returned into the response (may raise, e.g. too big).
     :param clock: microseconds since the Unix epoch, the leases' clock.
     :param retry: how a refused final write is retried.
+    :param telemetry: where the running count and the operations' spans go (None: nowhere).
     """
 
     def __init__(
@@ -87,7 +97,9 @@ class Tasks:
         clock: Callable[[], int],
         *,
         retry: Backoff = FINAL_RETRY,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry
         self._finish = finish
         self._respond = respond
         self._clock = clock
@@ -119,17 +131,37 @@ class Tasks:
         deleted: asyncio.Event,
         *,
         lease_until: int | None,
+        span: Span | None = None,
     ) -> None:
-        """Run ``work(context)`` as the operation *name*; *deleted* is the context's flag."""
-        job = _Job(context, deleted, lease_until)
+        """Run ``work(context)`` as the operation *name*; *deleted* is the context's flag.
+
+        :param span: the span of the operation's life, ended when its end is written.
+        """
+        job = _Job(context, deleted, lease_until, span)
         task = asyncio.get_running_loop().create_task(self._run(name, job, work), name=name)
         job.task = task
         self._jobs[name] = job
         task.add_done_callback(lambda _: self._drop(name, job))
+        if self._telemetry is not None:
+            self._telemetry.running(1)
+
+    def take_span(self, name: str) -> Span | None:
+        """The span of *name*'s life, handed over to be ended (its end was written)."""
+        job = self._jobs.get(name)
+        if job is None:
+            return None
+        span, job.span = job.span, None
+        return span
 
     def _drop(self, name: str, job: _Job) -> None:
         if self._jobs.get(name) is job:
             del self._jobs[name]
+        if self._telemetry is not None:
+            self._telemetry.running(-1)
+            if job.span is not None:  # deleted, or the store never took its end
+                why = "deleted" if job.deleted.is_set() else "not recorded"
+                self._telemetry.operation_ended_unrecorded(job.span, why)
+                job.span = None
 
     def held(self) -> list[str]:
         """The operations whose lease this replica must keep: work running, or an end

@@ -31,12 +31,14 @@ from ..errors import (
     code_number,
 )
 from ..protobuf import metadata_fingerprint, pack, seconds_duration
+from ..telemetry import WATCH
 from ..v1 import watch_pb2
 from .auth import Authorizer, Caller, caller_of
 from .listing import Filter, parse_filter
 from .names import check_name, list_parent
 from .rules import check_access, error_parts, listed
 from .servicer import _bounded, _Malformed, _parser
+from .upkeep import now_us
 
 if TYPE_CHECKING:
     from ..stores.base import OperationRecord
@@ -113,6 +115,22 @@ class WatchServicer:
 
     async def Watch(self, request_iterator: object, context: Context) -> None:
         """The Watch RPC: read requests on one side, send batched events on the other."""
+        telemetry = self.manager.telemetry
+        if telemetry is None:
+            return await self._watch(context)
+        traced = telemetry.server_rpc(f"{WATCH}/Watch", context)
+        telemetry.watches(1)
+        code = grpc.StatusCode.OK
+        try:
+            await self._watch(context)
+        except BaseException:
+            code = _status_of(context)
+            raise
+        finally:
+            telemetry.watches(-1)
+            traced.end(code)
+
+    async def _watch(self, context: Context) -> None:
         caller = caller_of(context)
         key = self._caller_key(caller)
         try:
@@ -145,6 +163,14 @@ class WatchServicer:
                 "watch more names on one stream",
                 details=[pack(error_details_pb2.RetryInfo(retry_delay=seconds_duration(1.0)))],
             )
+
+
+def _status_of(context: Context) -> grpc.StatusCode:
+    """The status an ended call was aborted with (CANCELLED: it went away)."""
+    code: object = context.code()  # None at run time when nobody set one
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.CANCELLED
 
 
 def _peer(caller: Caller) -> str:
@@ -404,7 +430,10 @@ class _Stream:
         if entry is None:  # removed meanwhile
             return None
         outcome = entry.watch.outcome
+        telemetry = self._manager.telemetry
         if outcome is not None:  # finished here: no need to read it back
+            if telemetry is not None and entry.watch.finished:
+                telemetry.noticed((now_us() - entry.watch.finished) / 1e6)
             self._drop(name)
             return Event(kind=Event.DONE, name=name, operation=outcome)
         if why == _CHANGE and not (entry.metadata or closing or self._shared is not None):
@@ -419,6 +448,8 @@ class _Stream:
             return _error_event(name, _not_found(name))
         operation = record.operation
         if operation.done:
+            if telemetry is not None and not why & _ADDED:  # it was watched as it finished
+                telemetry.noticed((now_us() - record.update_time) / 1e6)
             self._drop(name)
             return Event(kind=Event.DONE, name=name, operation=operation)
         if entry.metadata:

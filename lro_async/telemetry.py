@@ -1,0 +1,451 @@
+"""OpenTelemetry traces and metrics of lro_async: a no-op unless ``lro-async[otel]`` is installed.
+
+Client and server ask this module for a :class:`Telemetry` when they are made
+(:func:`current`) and keep it, or None: with None their only cost is one attribute check
+per RPC or operation. Which one :func:`current` gives:
+
+- after :func:`configure` (tracer and meter providers passed explicitly, or the global
+  ones): that one; after :func:`disable`: None;
+- otherwise, if ``opentelemetry-api`` is installed: one over the global providers (the
+  API's no-op providers until an SDK is set up, which cost little), made once;
+- otherwise None, and ``opentelemetry`` is never imported.
+
+>>> import lro_async.telemetry as telemetry
+>>> # from opentelemetry.sdk.metrics import MeterProvider
+>>> # telemetry.configure(meter_provider=MeterProvider(metric_readers=[reader]))
+
+Spans (names, attributes; README "Traces and metrics" lists them with the metrics):
+
+- client ``lro_async.wait`` (INTERNAL): one per awaited operation, from the first awaiter
+  to the end of the wait; ``lro_async.operation.name``, ``lro_async.operation.code``,
+  ``lro_async.rpcs``, ``lro_async.transport``, ``lro_async.wait.long_polled``,
+  ``lro_async.wait.watched``, ``lro_async.wait.polled``;
+- client ``{rpc.method}`` (CLIENT) per RPC, its W3C trace context sent in the request
+  metadata; the Watch stream has one per stream, with an ``operation`` event per delivery;
+- server ``{rpc.method}`` (SERVER) per RPC (one per Watch stream), continuing the caller's
+  trace; ``lro_async.operation`` (INTERNAL) per operation started by ``manager.start``,
+  from start to its final write, linked to the span current at start (the RPC).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import Span, TracerProvider
+
+__all__ = [
+    "INSTALL_HINT",
+    "ClientRpc",
+    "ServerRpc",
+    "Telemetry",
+    "WaitTrace",
+    "available",
+    "configure",
+    "current",
+    "disable",
+    "reset",
+]
+
+INSTALL_HINT = "pip install 'lro-async[otel]'"
+"""What to install for traces, metrics and ``serve --metrics-port``."""
+
+SCOPE = "lro_async"
+OPERATIONS = "google.longrunning.Operations"
+WATCH = "lro_async.v1.OperationsWatch"
+
+# Bits of WaitTrace.how.
+LONG_POLL, WATCHED, POLLED = 1, 2, 4
+
+_CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
+
+# Histogram buckets in seconds: RPCs and store calls are sub-millisecond to seconds, notice
+# delays milliseconds, operations seconds to hours.
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_SLOW_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 12 * 3600)
+
+
+def code_name(code: grpc.StatusCode | int) -> str:
+    """``"OK"``, ``"NOT_FOUND"``, ...: the name of a status code (an unknown int as a number)."""
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return _CODE_NAMES.get(code, str(code))
+
+
+class _State:
+    telemetry: Telemetry | None = None
+    decided = False  # configure() or disable() was called, or current() looked once
+
+
+_state = _State()
+
+
+def available() -> bool:
+    """Whether ``opentelemetry-api`` can be imported (the ``otel`` extra is installed)."""
+    try:
+        import opentelemetry.trace  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def current() -> Telemetry | None:
+    """The telemetry that managers and clients made from now on use (see the module doc)."""
+    if not _state.decided:
+        _state.decided = True
+        _state.telemetry = Telemetry() if available() else None
+    return _state.telemetry
+
+
+def configure(
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+) -> Telemetry:
+    """Instrument managers and clients made from now on with these providers.
+
+    :param tracer_provider: where spans go (None: the global one, ``trace.set_tracer_provider``).
+    :param meter_provider: where metrics go (None: the global one).
+    :raises ImportError: without ``opentelemetry-api`` (``pip install 'lro-async[otel]'``).
+    """
+    telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    _state.telemetry, _state.decided = telemetry, True
+    return telemetry
+
+
+def disable() -> None:
+    """Managers and clients made from now on are not instrumented at all."""
+    _state.telemetry, _state.decided = None, True
+
+
+def reset() -> None:
+    """Back to the default: decided afresh by the next :func:`current`."""
+    _state.telemetry, _state.decided = None, False
+
+
+class WaitTrace:
+    """The span of one awaited operation and what its waiter did (client side)."""
+
+    __slots__ = ("how", "rpcs", "span")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.rpcs = 0
+        self.how = 0  # LONG_POLL | WATCHED | POLLED
+
+
+class ClientRpc:
+    """One outgoing RPC: its span and the metadata that carries its trace context."""
+
+    __slots__ = ("metadata", "span", "telemetry")
+
+    def __init__(self, telemetry: Telemetry, span: Span, metadata: Sequence[Any]) -> None:
+        self.telemetry = telemetry
+        self.span = span
+        self.metadata = metadata
+
+    def end(self, code: grpc.StatusCode) -> None:
+        span = self.span
+        if span.is_recording():
+            span.set_attribute("rpc.response.status_code", code.name)
+            if code is not grpc.StatusCode.OK:
+                span.set_status(self.telemetry._error, code.name)
+        span.end()
+
+
+class ServerRpc:
+    """One incoming RPC: its span (current while it runs) and its duration."""
+
+    __slots__ = ("method", "span", "started", "telemetry", "token")
+
+    def __init__(self, telemetry: Telemetry, method: str, span: Span, token: object) -> None:
+        self.telemetry = telemetry
+        self.method = method
+        self.span = span
+        self.token = token
+        self.started = time.perf_counter()
+
+    def end(self, code: grpc.StatusCode) -> None:
+        telemetry = self.telemetry
+        telemetry._rpc_duration.record(
+            time.perf_counter() - self.started, telemetry._rpc_attributes(self.method, code)
+        )
+        span = self.span
+        if span.is_recording():
+            span.set_attribute("rpc.response.status_code", code.name)
+            if code in _SERVER_ERRORS:
+                span.set_status(telemetry._error, code.name)
+        span.end()
+        telemetry._detach(self.token)
+
+
+# What a server span marks as an error (semconv: the codes that say the server failed).
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class _Carrier:
+    """Reads W3C trace headers from gRPC invocation metadata without building a dict."""
+
+    @staticmethod
+    def get(carrier: Iterable[tuple[str, Any]], key: str) -> list[str] | None:
+        for name, value in carrier:
+            if name == key and isinstance(value, str):
+                return [value]
+        return None
+
+    @staticmethod
+    def keys(carrier: Iterable[tuple[str, Any]]) -> list[str]:
+        return [name for name, _ in carrier]
+
+
+class Telemetry:
+    """Spans and instruments of lro_async over a tracer provider and a meter provider.
+
+    :param tracer_provider: None: the global one.
+    :param meter_provider: None: the global one.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        from opentelemetry import context, metrics, propagate, trace
+
+        self._context = context
+        self._trace = trace
+        self._propagator = propagate.get_global_textmap()
+        self._getter = _Carrier()
+        self._error = trace.StatusCode.ERROR
+        self._server_kind = trace.SpanKind.SERVER
+        self._client_kind = trace.SpanKind.CLIENT
+        self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
+        self.meter = meter
+        self._started = meter.create_counter(
+            "lro_async.operations.started", "{operation}", "Operations created or started"
+        )
+        self._finished = meter.create_counter(
+            "lro_async.operations.finished", "{operation}", "Operations finished, by code"
+        )
+        self._running = meter.create_up_down_counter(
+            "lro_async.operations.running", "{operation}", "Operations whose work runs here"
+        )
+        self._waits = meter.create_up_down_counter(
+            "lro_async.waits.open", "{call}", "WaitOperation calls open now"
+        )
+        self._watches = meter.create_up_down_counter(
+            "lro_async.watches.open", "{stream}", "Watch streams open now"
+        )
+        self._duration = meter.create_histogram(
+            "lro_async.operation.duration",
+            "s",
+            "From an operation's creation to its end, by code",
+            explicit_bucket_boundaries_advisory=_SLOW_BUCKETS,
+        )
+        self._notice = meter.create_histogram(
+            "lro_async.notice.delay",
+            "s",
+            "From an operation's end to its answer to a waiter (WaitOperation, Watch)",
+            explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
+        )
+        self._store_duration = meter.create_histogram(
+            "lro_async.store.call.duration",
+            "s",
+            "Calls of the operation store, by method",
+            explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
+        )
+        self._store_errors = meter.create_counter(
+            "lro_async.store.errors", "{error}", "Store calls that failed, by method"
+        )
+        self._rpc_duration = meter.create_histogram(
+            "rpc.server.call.duration",
+            "s",
+            "Duration of incoming RPCs",
+            explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
+        )
+        for gauge in (self._running, self._waits, self._watches):
+            gauge.add(0)  # so that a scrape shows 0 rather than nothing
+        self._started.add(0)
+        # Attribute mappings are made once per distinct value, not per measurement.
+        self._codes: dict[str, Mapping[str, str]] = {}
+        self._methods: dict[str, Mapping[str, str]] = {}
+        self._rpcs: dict[tuple[str, grpc.StatusCode], Mapping[str, str]] = {}
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _code(self, code: str) -> Mapping[str, str]:
+        attributes = self._codes.get(code)
+        if attributes is None:
+            attributes = self._codes[code] = {"code": code}
+        return attributes
+
+    def _method(self, method: str) -> Mapping[str, str]:
+        attributes = self._methods.get(method)
+        if attributes is None:
+            attributes = self._methods[method] = {"method": method}
+        return attributes
+
+    def _rpc_attributes(self, method: str, code: grpc.StatusCode) -> Mapping[str, str]:
+        key = (method, code)
+        attributes = self._rpcs.get(key)
+        if attributes is None:
+            attributes = self._rpcs[key] = {
+                "rpc.system.name": "grpc",
+                "rpc.method": method,
+                "rpc.response.status_code": code.name,
+            }
+        return attributes
+
+    def _detach(self, token: object) -> None:
+        self._context.detach(token)  # type: ignore[arg-type]
+
+    def attach(self, span: Span) -> object:
+        """Make *span* current in this task; hand the token to :meth:`detach`."""
+        return self._context.attach(self._trace.set_span_in_context(span))
+
+    def detach(self, token: object) -> None:
+        self._context.detach(token)  # type: ignore[arg-type]
+
+    # -- client -----------------------------------------------------------------------
+
+    def start_wait(self, name: str, transport: str) -> WaitTrace:
+        """The span of one awaited operation, child of the span current now."""
+        span = self.tracer.start_span(
+            "lro_async.wait",
+            attributes={"lro_async.operation.name": name, "lro_async.transport": transport},
+        )
+        return WaitTrace(span)
+
+    def end_wait(self, trace: WaitTrace, code: grpc.StatusCode | int, message: str = "") -> None:
+        """End the wait's span with the operation's outcome (or the error that ended it)."""
+        span = trace.span
+        if span.is_recording():
+            how = trace.how
+            name = code_name(code)
+            span.set_attributes(
+                {
+                    "lro_async.operation.code": name,
+                    "lro_async.rpcs": trace.rpcs,
+                    "lro_async.wait.long_polled": bool(how & LONG_POLL),
+                    "lro_async.wait.watched": bool(how & WATCHED),
+                    "lro_async.wait.polled": bool(how & POLLED),
+                }
+            )
+            if name != "OK":
+                span.set_status(self._error, message or name)
+        span.end()
+
+    def client_rpc(self, method: str, metadata: Sequence[Any], *, root: bool = False) -> ClientRpc:
+        """Start the span of an outgoing RPC; its ``.metadata`` carries the trace context.
+
+        :param method: ``service/Method``.
+        :param root: start a trace of its own (else: a child of the current span).
+        """
+        context: Context | None = self._context.Context() if root else None
+        span = self.tracer.start_span(
+            method,
+            context,
+            kind=self._client_kind,
+            attributes={"rpc.system.name": "grpc", "rpc.method": method},
+        )
+        if span.get_span_context().is_valid:
+            carrier: dict[str, str] = {}
+            self._propagator.inject(carrier, self._trace.set_span_in_context(span, context))
+            metadata = (*metadata, *carrier.items())
+        return ClientRpc(self, span, metadata)
+
+    # -- server -----------------------------------------------------------------------
+
+    def server_rpc(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> ServerRpc:
+        """Start the span of an incoming RPC in the caller's trace and make it current.
+
+        :param method: ``service/Method``.
+        :param context: the call's context (its metadata carries the caller's trace context).
+        """
+        metadata = context.invocation_metadata() or ()
+        parent = self._propagator.extract(metadata, getter=self._getter)  # type: ignore[arg-type]
+        span = self.tracer.start_span(
+            method,
+            parent,
+            kind=self._server_kind,
+            attributes={"rpc.system.name": "grpc", "rpc.method": method},
+        )
+        return ServerRpc(self, method, span, self.attach(span))
+
+    def operation_started(self) -> None:
+        """Count a new operation (started, or created to be driven by hand)."""
+        self._started.add(1)
+
+    def operation_span(self, name: str) -> Span:
+        """Start the span of an operation's life, linked to the span current now (the RPC
+        that started it)."""
+        trace = self._trace
+        now = trace.get_current_span().get_span_context()
+        links = (trace.Link(now),) if now.is_valid else ()
+        return self.tracer.start_span(
+            "lro_async.operation",
+            trace.set_span_in_context(trace.INVALID_SPAN),  # its own trace: it outlives the RPC
+            attributes={"lro_async.operation.name": name},
+            links=links,
+        )
+
+    def operation_finished(
+        self, span: Span | None, code: int, message: str, duration: float | None
+    ) -> None:
+        """Count an operation's end under its code; end its span if it has one.
+
+        :param duration: seconds from its creation (None: unknown).
+        """
+        name = code_name(code)
+        attributes = self._code(name)
+        self._finished.add(1, attributes)
+        if duration is not None:
+            self._duration.record(duration, attributes)
+        if span is not None:
+            if span.is_recording():
+                span.set_attribute("lro_async.operation.code", name)
+                if code:
+                    span.set_status(self._error, message or name)
+            span.end()
+
+    def operation_ended_unrecorded(self, span: Span, why: str) -> None:
+        """End a life span whose end this replica never wrote (deleted, given up)."""
+        if span.is_recording():
+            span.set_attribute("lro_async.operation.unrecorded", why)
+        span.end()
+
+    def running(self, delta: int) -> None:
+        self._running.add(delta)
+
+    def waits(self, delta: int) -> None:
+        self._waits.add(delta)
+
+    def watches(self, delta: int) -> None:
+        self._watches.add(delta)
+
+    def noticed(self, delay: float) -> None:
+        """A waiter was answered *delay* seconds after its operation finished."""
+        self._notice.record(max(delay, 0.0))
+
+    def store_call(self, method: str, seconds: float, failed: bool) -> None:
+        attributes = self._method(method)
+        self._store_duration.record(seconds, attributes)
+        if failed:
+            self._store_errors.add(1, attributes)

@@ -1,0 +1,154 @@
+"""``lro-async serve --metrics-port``: a real scrape of /metrics over HTTP while operations run."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from typing import cast
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from prometheus_client.parser import text_string_to_metric_families
+
+import lro_async
+from lro_async.demo import demo_pb2, demo_pb2_grpc
+
+pytestmark = pytest.mark.timeout(90)
+
+CLI = [sys.executable, "-m", "lro_async"]
+METRICS = ("--metrics-port", "0")
+
+
+class Serving:
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [*CLI, "serve", "--port", "0", "--grace", "1", *("--store", "memory"), *METRICS],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline()
+        assert "metrics on http://" in first, first + self.stop()
+        self.metrics = first.split("metrics on ")[1].split()[0]
+        second = self.process.stdout.readline()
+        assert "serving on" in second, second + self.stop()
+        self.target = second.split("serving on ")[1].split()[0]
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.kill()
+        _, err = self.process.communicate(timeout=10)
+        return err
+
+
+@pytest.fixture
+def serving() -> Iterator[Serving]:
+    running = Serving()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _scrape_now(url: str) -> tuple[str, Samples]:
+    # No proxy: the server is on 127.0.0.1 whatever http_proxy says.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as response:
+        assert response.status == 200
+        content_type = response.headers["Content-Type"]
+        text = response.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = frozenset(
+                (k, v) for k, v in sample.labels.items() if not k.startswith("otel_scope")
+            )
+            samples[(sample.name, labels)] = sample.value
+    return content_type, samples
+
+
+async def _scrape(url: str) -> Samples:
+    content_type, samples = await asyncio.to_thread(_scrape_now, url)
+    assert content_type.startswith("text/plain"), content_type
+    return samples
+
+
+def _get(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def _until(url: str, name: str, value: float, what: str, **labels: str) -> Samples:
+    async with asyncio.timeout(20):
+        while True:
+            samples = await _scrape(url)
+            if _get(samples, name, **labels) == value:
+                return samples
+            await asyncio.sleep(0.05)  # pacing the scrapes; the deadline ends it with a message
+    raise AssertionError(what)  # pragma: no cover
+
+
+async def test_a_scrape_while_operations_run_shows_each_figure_move(serving: Serving) -> None:
+    url = serving.metrics
+    before = await _scrape(url)
+    assert _get(before, "lro_async_operations_started_total") == 0
+    assert _get(before, "lro_async_operations_running") == 0
+
+    async with grpc.aio.insecure_channel(serving.target) as channel:
+        demo = cast("demo_pb2_grpc.DemoAsyncStub", demo_pb2_grpc.DemoStub(channel))
+        long = duration_pb2.Duration(seconds=30)
+        running = [
+            await demo.Sleep(demo_pb2.SleepRequest(parent="projects/p", duration=long, steps=2))
+            for _ in range(3)
+        ]
+        failure = demo_pb2.Failure(code=grpc.StatusCode.ABORTED.value[0], message="told to")
+        short = duration_pb2.Duration(nanos=100_000_000)
+        await demo.Sleep(
+            demo_pb2.SleepRequest(parent="projects/p", duration=short, steps=2, failure=failure)
+        )
+        during = await _until(
+            url,
+            "lro_async_operations_finished_total",
+            1,
+            "the failed operation was never counted under ABORTED",
+            code="ABORTED",
+        )
+        assert _get(during, "lro_async_operations_started_total") == 4
+        assert _get(during, "lro_async_operations_running") == 3
+        assert _get(during, "lro_async_operations_finished_total", code="OK") == 0
+        sleep_ok = {
+            "rpc_method": "lro_async.demo.v1.Demo/Sleep",
+            "rpc_response_status_code": "OK",
+            "rpc_system_name": "grpc",
+        }
+        assert _get(during, "rpc_server_call_duration_seconds_count", **sleep_ok) == 4
+
+        client = lro_async.AsyncOperationsClient(channel)
+        try:
+            waits = [asyncio.ensure_future(client.operation(op.name).result()) for op in running]
+            await _until(url, "lro_async_watches_open", 1, "the client's Watch stream is open")
+            for op in running:
+                await client.cancel_operation(op.name)
+            for wait in waits:
+                with pytest.raises(lro_async.OperationCancelled):
+                    await wait
+        finally:
+            await client.aclose()
+
+    after = await _until(
+        url, "lro_async_operations_running", 0, "the cancelled operations still count as running"
+    )
+    assert _get(after, "lro_async_operations_started_total") == 4
+    assert _get(after, "lro_async_operations_finished_total", code="CANCELLED") == 3
+    assert _get(after, "lro_async_operations_finished_total", code="ABORTED") == 1
+    assert _get(after, "lro_async_operation_duration_seconds_count", code="CANCELLED") == 3
+    assert _get(after, "lro_async_notice_delay_seconds_count") == 3
+    assert _get(after, "lro_async_store_call_duration_seconds_count", method="finish") >= 4
+    assert _get(after, "lro_async_store_errors_total", method="finish") == 0
