@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import idle, notice, throughput, wakeup
+from . import idle, notice, otel, throughput, wakeup
 from .harness import Report, Settings, Table, write_report
 
 BENCHMARKS: dict[str, Callable[[Settings], Report]] = {
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, Callable[[Settings], Report]] = {
     throughput.NAME: throughput.run,
     idle.NAME: idle.run,
     wakeup.NAME: wakeup.run,
+    otel.NAME: otel.run,
 }
 
 

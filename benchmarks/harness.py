@@ -289,6 +289,9 @@ def run_client(module: str, params: dict[str, Any], *, timeout: float) -> dict[s
 def client_main(run: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
     """The ``__main__`` of a client module: params from argv[1], the result as JSON."""
     params = json.loads(sys.argv[1])
+    from .otel import from_environment
+
+    from_environment()
 
     async def main() -> dict[str, Any]:
         return await run(params)

@@ -320,6 +320,9 @@ def main() -> None:
         "--default-options", action="store_true", help="grpc defaults, not server_options()"
     )
     args = parser.parse_args()
+    from .otel import from_environment
+
+    from_environment()
     asyncio.run(serve(args.kind, count_rpcs=args.count_rpcs, default_options=args.default_options))
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import grpc
@@ -20,6 +22,7 @@ from lro_async.demo import demo_pb2, demo_pb2_grpc
 pytestmark = pytest.mark.timeout(90)
 
 CLI = [sys.executable, "-m", "lro_async"]
+CONTRIB = Path(__file__).parent.parent.parent / "contrib"
 METRICS = ("--metrics-port", "0")
 
 
@@ -152,3 +155,13 @@ async def test_a_scrape_while_operations_run_shows_each_figure_move(serving: Ser
     assert _get(after, "lro_async_notice_delay_seconds_count") == 3
     assert _get(after, "lro_async_store_call_duration_seconds_count", method="finish") >= 4
     assert _get(after, "lro_async_store_errors_total", method="finish") == 0
+
+    # The shipped dashboard and alert rules name only metrics that a real server exports
+    # (store errors appear from the first failed store call on).
+    exported = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name, _ in after}
+    exported.add("lro_async_store_errors")
+    for path in (CONTRIB / "grafana" / "lro_async.json", CONTRIB / "prometheus" / "alerts.yml"):
+        named = set(re.findall(r"\b(?:lro_async|rpc_server)_[a-z_]+", path.read_text()))
+        named = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name in named}
+        assert named, path
+        assert named <= exported, (path.name, named - exported)

@@ -1,0 +1,192 @@
+"""Benchmark: the cost of the OpenTelemetry instrumentation (``--only otel``).
+
+The same benchmarks as ``notice`` and ``throughput``, run back to back in one run with
+the server and client processes in three modes, chosen by :data:`MODE_ENV`:
+
+- ``off``: ``lro_async.telemetry.disable()``, what an install without the extra runs
+  (one attribute check per RPC or operation);
+- ``api``: the extra installed, no SDK set up: the API's no-op providers;
+- ``sdk``: the SDK recording everything: every span sampled and handed to a batch span
+  processor (whose exporter drops them), every metric aggregated by a meter provider
+  with a pull reader, as ``lro-async serve --metrics-port`` has.
+
+Figures: notice latency p50/p99 of the long-poll and Watch clients, and GetOperation
+throughput at 16 in flight, each as the ratio of a mode to ``off`` (medians over rounds
+that alternate the modes, so a noisy neighbour hurts them alike). Target: within 5 %.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .harness import Report, ServerProcess, Settings, Table, Target, run_client
+
+NAME = "otel"
+MODE_ENV = "LRO_ASYNC_BENCH_TELEMETRY"
+MODES = ("off", "api", "sdk")
+NOTICE_CLIENTS = {"long-poll": "lro", "watch": "lro-watch"}
+
+
+def from_environment() -> None:
+    """Set up this process's telemetry as :data:`MODE_ENV` says (unset: the default)."""
+    mode = os.environ.get(MODE_ENV, "")
+    if not mode:
+        return
+    from lro_async import telemetry
+
+    if mode == "off":
+        telemetry.disable()
+    elif mode == "api":
+        telemetry.reset()
+    elif mode == "sdk":
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        class Discard(SpanExporter):
+            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        telemetry.configure(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    else:
+        raise SystemExit(f"{MODE_ENV} must be one of {', '.join(MODES)}, not {mode!r}")
+
+
+@contextlib.contextmanager
+def _mode(mode: str) -> Iterator[None]:
+    """Processes started meanwhile run in *mode*."""
+    previous = os.environ.get(MODE_ENV)
+    os.environ[MODE_ENV] = mode
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[MODE_ENV]
+        else:
+            os.environ[MODE_ENV] = previous
+
+
+def run(settings: Settings) -> Report:
+    sizes = settings.sizes or ((300,) if settings.quick else (1000,))
+    rounds = 2 if settings.quick else 3
+    report = Report(NAME, {"sizes": list(sizes), "rounds": rounds, "modes": list(MODES)})
+    _notice(report, sizes, rounds, settings.rate)
+    _throughput(report, rounds)
+    return report
+
+
+def _notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) -> None:
+    from .notice import GIVE_UP, _delay
+
+    table = Table(
+        "otel: notice latency (ms, median of rounds) by telemetry mode, and vs off",
+        ["ops", "client", "mode", "p50", "p99", "p50 / off", "p99 / off", "rounds p50"],
+    )
+    runs: list[dict[str, Any]] = []
+    for size in sizes:
+        spread = max(1.0, size / rate)
+        for client, kind in NOTICE_CLIENTS.items():
+            measured: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+            for round_ in range(rounds):
+                order = MODES[round_ % len(MODES) :] + MODES[: round_ % len(MODES)]
+                for mode in order:
+                    limit = _delay(size) + spread + GIVE_UP
+                    params: dict[str, Any] = {
+                        "client": client,
+                        "count": size,
+                        "delay": _delay(size),
+                        "spread": spread,
+                        "limit": limit,
+                    }
+                    with _mode(mode), ServerProcess(kind) as server:
+                        params["target"] = server.target
+                        result = run_client("notice", params, timeout=limit + 120)
+                    measured[mode].append(result)
+                    runs.append({"ops": size, "client": client, "mode": mode, **result})
+                    print(
+                        f"  otel notice {size} {client} {mode}: "
+                        f"p50 {result['notice_ms']['p50']:.1f} ms, "
+                        f"p99 {result['notice_ms']['p99']:.1f} ms",
+                        flush=True,
+                    )
+            p50 = {m: statistics.median(r["notice_ms"]["p50"] for r in measured[m]) for m in MODES}
+            p99 = {m: statistics.median(r["notice_ms"]["p99"] for r in measured[m]) for m in MODES}
+            for mode in MODES:
+                table.rows.append(
+                    [
+                        size,
+                        client,
+                        mode,
+                        p50[mode],
+                        p99[mode],
+                        p50[mode] / p50["off"],
+                        p99[mode] / p99["off"],
+                        " ".join(f"{r['notice_ms']['p50']:.1f}" for r in measured[mode]),
+                    ]
+                )
+            for mode in ("api", "sdk"):
+                report.targets.append(
+                    Target(
+                        f"notice p50, {client}, {size} ops: {mode} / off",
+                        p50[mode] / p50["off"],
+                        1.05,
+                        "max",
+                        "x",
+                    )
+                )
+    report.tables.append(table)
+    report.data["notice"] = runs
+
+
+def _throughput(report: Report, rounds: int) -> None:
+    in_flight = 16
+    with contextlib.ExitStack() as stack:
+        targets = {}
+        for mode in MODES:
+            with _mode(mode):
+                targets[mode] = stack.enter_context(ServerProcess("lro")).target
+        params = {
+            "targets": targets,
+            "in_flight": [in_flight],
+            "rounds": rounds * 2,
+            "warmup": 0.3,
+            "duration": 1.0,
+        }
+        result = run_client("throughput", params, timeout=rounds * 2 * 3 * 7 + 60)
+    measurements: list[dict[str, Any]] = result["measurements"]
+    report.data["throughput"] = measurements
+    rate = {(m["server"], m["round"]): m["calls_per_s"] for m in measurements}
+    table = Table(
+        f"otel: GetOperation calls/s at {in_flight} in flight (server instrumented; the "
+        "client is a bare stub), median of rounds, and the median of each round's ratio",
+        ["mode", "calls/s", "vs off", "server CPU ms/call", "rounds calls/s"],
+    )
+    for mode in MODES:
+        samples = [m for m in measurements if m["server"] == mode]
+        ratio = statistics.median(rate[mode, r] / rate["off", r] for r in range(rounds * 2))
+        table.rows.append(
+            [
+                mode,
+                statistics.median(m["calls_per_s"] for m in samples),
+                ratio,
+                statistics.median(m["server_cpu_ms_per_call"] for m in samples),
+                " ".join(f"{m['calls_per_s']:.0f}" for m in samples),
+            ]
+        )
+        if mode != "off":
+            report.targets.append(
+                Target(f"GetOperation throughput: {mode} / off", ratio, 0.95, "min", "x")
+            )
+    report.tables.append(table)
