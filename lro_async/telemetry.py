@@ -145,13 +145,15 @@ class ClientRpc:
 
     __slots__ = ("metadata", "span", "telemetry")
 
-    def __init__(self, telemetry: Telemetry, span: Span, metadata: Sequence[Any]) -> None:
+    def __init__(self, telemetry: Telemetry, span: Span | None, metadata: Sequence[Any]) -> None:
         self.telemetry = telemetry
-        self.span = span
+        self.span = span  # None: nothing traces (no tracer provider is set up)
         self.metadata = metadata
 
     def end(self, code: grpc.StatusCode) -> None:
         span = self.span
+        if span is None:
+            return
         if span.is_recording():
             span.set_attribute("rpc.response.status_code", code.name)
             if code is not grpc.StatusCode.OK:
@@ -164,7 +166,7 @@ class ServerRpc:
 
     __slots__ = ("method", "span", "started", "telemetry", "token")
 
-    def __init__(self, telemetry: Telemetry, method: str, span: Span, token: object) -> None:
+    def __init__(self, telemetry: Telemetry, method: str, span: Span | None, token: object) -> None:
         self.telemetry = telemetry
         self.method = method
         self.span = span
@@ -177,6 +179,8 @@ class ServerRpc:
             time.perf_counter() - self.started, telemetry._rpc_attributes(self.method, code)
         )
         span = self.span
+        if span is None:
+            return
         if span.is_recording():
             span.set_attribute("rpc.response.status_code", code.name)
             if code in _SERVER_ERRORS:
@@ -236,6 +240,10 @@ class Telemetry:
         self._server_kind = trace.SpanKind.SERVER
         self._client_kind = trace.SpanKind.CLIENT
         self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
+        # Until a tracer provider is set up, spans are skipped altogether (not even the
+        # API's no-op ones): metrics alone cost only their instruments.
+        self._traced = tracer_provider is not None
+        self._no_providers = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
         meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
         self.meter = meter
         self._started = meter.create_counter(
@@ -316,6 +324,15 @@ class Telemetry:
     def _detach(self, token: object) -> None:
         self._context.detach(token)  # type: ignore[arg-type]
 
+    def tracing(self) -> bool:
+        """Whether spans are made: a tracer provider was given or has been set globally."""
+        if self._traced:
+            return True
+        if isinstance(self._trace.get_tracer_provider(), self._no_providers):
+            return False
+        self._traced = True  # the global provider is set once, for good
+        return True
+
     def attach(self, span: Span) -> object:
         """Make *span* current in this task; hand the token to :meth:`detach`."""
         return self._context.attach(self._trace.set_span_in_context(span))
@@ -325,8 +342,11 @@ class Telemetry:
 
     # -- client -----------------------------------------------------------------------
 
-    def start_wait(self, name: str, transport: str) -> WaitTrace:
-        """The span of one awaited operation, child of the span current now."""
+    def start_wait(self, name: str, transport: str) -> WaitTrace | None:
+        """The span of one awaited operation, child of the span current now (None: no
+        tracing)."""
+        if not self.tracing():
+            return None
         span = self.tracer.start_span(
             "lro_async.wait",
             attributes={"lro_async.operation.name": name, "lro_async.transport": transport},
@@ -358,6 +378,8 @@ class Telemetry:
         :param method: ``service/Method``.
         :param root: start a trace of its own (else: a child of the current span).
         """
+        if not self.tracing():
+            return ClientRpc(self, None, metadata)
         context: Context | None = self._context.Context() if root else None
         span = self.tracer.start_span(
             method,
@@ -379,6 +401,8 @@ class Telemetry:
         :param method: ``service/Method``.
         :param context: the call's context (its metadata carries the caller's trace context).
         """
+        if not self.tracing():
+            return ServerRpc(self, method, None, None)
         metadata = context.invocation_metadata() or ()
         parent = self._propagator.extract(metadata, getter=self._getter)  # type: ignore[arg-type]
         span = self.tracer.start_span(
@@ -393,9 +417,11 @@ class Telemetry:
         """Count a new operation (started, or created to be driven by hand)."""
         self._started.add(1)
 
-    def operation_span(self, name: str) -> Span:
+    def operation_span(self, name: str) -> Span | None:
         """Start the span of an operation's life, linked to the span current now (the RPC
-        that started it)."""
+        that started it); None: no tracing."""
+        if not self.tracing():
+            return None
         trace = self._trace
         now = trace.get_current_span().get_span_context()
         links = (trace.Link(now),) if now.is_valid else ()

@@ -151,7 +151,8 @@ class WatchStream:
             traced = self._telemetry.client_rpc(
                 "lro_async.v1.OperationsWatch/Watch", metadata, root=True
             )
-            self._traced, self._recording = traced, traced.span.is_recording()
+            recording = traced.span is not None and traced.span.is_recording()
+            self._traced, self._recording = traced, recording
             metadata = traced.metadata
         self._call = call = self._stub.Watch(metadata=metadata)
         # A new call: every name still wanted is added again (pending writes of the old
@@ -220,7 +221,7 @@ class WatchStream:
         if not event.HasField("operation"):
             return
         operation = event.operation
-        if self._recording and self._traced is not None:
+        if self._recording and self._traced is not None and self._traced.span is not None:
             self._traced.span.add_event(
                 "operation", {"lro_async.operation.name": event.name, "done": operation.done}
             )

@@ -1,7 +1,7 @@
 """GuardedStore: the manager's view of its store, where no call hangs or escapes unmapped.
 
-Every call is bounded by a timeout (for stores that may stall), and any failure other than
-the store's own :class:`StoreError` becomes one (logged once with its traceback), so a store that
+Every call is bounded by a timeout, and any failure other than the store's own
+:class:`StoreError` becomes one (logged once with its traceback), so a store that
 raises or stalls gives clients UNAVAILABLE, never a hang or a bare INTERNAL; when the
 store recovers, so does the server, with nothing to reset. With telemetry, every call's
 duration and every failure are measured here too (``lro_async.store.call.duration``,
@@ -37,21 +37,19 @@ T = TypeVar("T")
 class GuardedStore(OperationStore):
     """Wraps *store*: each call ends within *timeout* seconds or raises :class:`StoreError`.
 
-    :param timeout: None: calls are not bounded (a store that cannot stall).
     :param telemetry: where call durations and errors are reported (None: nowhere).
     """
 
     def __init__(
-        self, store: OperationStore, timeout: float | None, telemetry: Telemetry | None = None
+        self, store: OperationStore, timeout: float, telemetry: Telemetry | None = None
     ) -> None:
-        if timeout is not None and not timeout > 0:
+        if not timeout > 0:
             raise ValueError(f"store_timeout must be positive, not {timeout!r}")
         self.store = store
         self.timeout = timeout
         self.telemetry = telemetry
         self.recheck_interval = store.recheck_interval
         self.read_only = store.read_only
-        self.may_stall = store.may_stall
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         telemetry = self.telemetry
@@ -69,8 +67,6 @@ class GuardedStore(OperationStore):
 
     async def _bounded(self, what: str, call: Awaitable[T]) -> T:
         try:
-            if self.timeout is None:
-                return await call
             async with asyncio.timeout(self.timeout):
                 return await call
         except (LroError, ValueError):

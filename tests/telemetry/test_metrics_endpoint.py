@@ -27,9 +27,9 @@ METRICS = ("--metrics-port", "0")
 
 
 class Serving:
-    def __init__(self) -> None:
+    def __init__(self, store: Path) -> None:
         self.process = subprocess.Popen(
-            [*CLI, "serve", "--port", "0", "--grace", "1", *("--store", "memory"), *METRICS],
+            [*CLI, "serve", "--port", "0", "--grace", "1", "--store", str(store), *METRICS],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -50,8 +50,8 @@ class Serving:
 
 
 @pytest.fixture
-def serving() -> Iterator[Serving]:
-    running = Serving()
+def serving(tmp_path: Path) -> Iterator[Serving]:
+    running = Serving(tmp_path / "ops.db")  # SQLite: its calls are measured
     try:
         yield running
     finally:

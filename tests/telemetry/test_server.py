@@ -154,8 +154,10 @@ async def test_open_watch_streams_are_counted(otel: Otel) -> None:
 
 
 class _FlakyStore(lro_async.stores.MemoryStore):
-    """A MemoryStore whose reads fail while ``failing`` is set."""
+    """A MemoryStore whose reads fail while ``failing`` is set (and so may stall, as a
+    store on a network: guarded and measured)."""
 
+    may_stall = True
     failing = False
 
     async def get(self, name: str) -> lro_async.stores.OperationRecord | None:
