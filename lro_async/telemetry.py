@@ -246,20 +246,46 @@ class Telemetry:
         self._no_providers = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
         meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
         self.meter = meter
-        self._started = meter.create_counter(
-            "lro_async.operations.started", "{operation}", "Operations created or started"
+        # Counts and levels are plain ints, read by observable instruments when a reader
+        # collects: an operation costs them an integer addition, not an SDK measurement.
+        # (The callbacks may run on a scrape's thread: they copy the dicts first, which the
+        # GIL makes atomic.)
+        self._n_started = 0
+        self._n_finished: dict[str, int] = {}
+        self._n_running = 0
+        self._n_waits = 0
+        self._n_watches = 0
+        self._n_store_errors: dict[str, int] = {}
+        observation = metrics.Observation
+        meter.create_observable_counter(
+            "lro_async.operations.started",
+            [lambda _: (observation(self._n_started),)],
+            "{operation}",
+            "Operations created or started",
         )
-        self._finished = meter.create_counter(
-            "lro_async.operations.finished", "{operation}", "Operations finished, by code"
+        meter.create_observable_counter(
+            "lro_async.operations.finished",
+            [lambda _: [observation(n, self._code(c)) for c, n in list(self._n_finished.items())]],
+            "{operation}",
+            "Operations finished, by code",
         )
-        self._running = meter.create_up_down_counter(
-            "lro_async.operations.running", "{operation}", "Operations whose work runs here"
+        meter.create_observable_up_down_counter(
+            "lro_async.operations.running",
+            [lambda _: (observation(self._n_running),)],
+            "{operation}",
+            "Operations whose work runs here",
         )
-        self._waits = meter.create_up_down_counter(
-            "lro_async.waits.open", "{call}", "WaitOperation calls open now"
+        meter.create_observable_up_down_counter(
+            "lro_async.waits.open",
+            [lambda _: (observation(self._n_waits),)],
+            "{call}",
+            "WaitOperation calls open now",
         )
-        self._watches = meter.create_up_down_counter(
-            "lro_async.watches.open", "{stream}", "Watch streams open now"
+        meter.create_observable_up_down_counter(
+            "lro_async.watches.open",
+            [lambda _: (observation(self._n_watches),)],
+            "{stream}",
+            "Watch streams open now",
         )
         self._duration = meter.create_histogram(
             "lro_async.operation.duration",
@@ -279,8 +305,15 @@ class Telemetry:
             "Calls of the operation store, by method",
             explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
         )
-        self._store_errors = meter.create_counter(
-            "lro_async.store.errors", "{error}", "Store calls that failed, by method"
+        meter.create_observable_counter(
+            "lro_async.store.errors",
+            [
+                lambda _: [
+                    observation(n, self._method(m)) for m, n in list(self._n_store_errors.items())
+                ]
+            ],
+            "{error}",
+            "Store calls that failed, by method",
         )
         self._rpc_duration = meter.create_histogram(
             "rpc.server.call.duration",
@@ -288,9 +321,6 @@ class Telemetry:
             "Duration of incoming RPCs",
             explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
         )
-        for gauge in (self._running, self._waits, self._watches):
-            gauge.add(0)  # so that a scrape shows 0 rather than nothing
-        self._started.add(0)
         # Attribute mappings are made once per distinct value, not per measurement.
         self._codes: dict[str, Mapping[str, str]] = {}
         self._methods: dict[str, Mapping[str, str]] = {}
@@ -415,7 +445,7 @@ class Telemetry:
 
     def operation_started(self) -> None:
         """Count a new operation (started, or created to be driven by hand)."""
-        self._started.add(1)
+        self._n_started += 1
 
     def operation_span(self, name: str) -> Span | None:
         """Start the span of an operation's life, linked to the span current now (the RPC
@@ -441,7 +471,7 @@ class Telemetry:
         """
         name = code_name(code)
         attributes = self._code(name)
-        self._finished.add(1, attributes)
+        self._n_finished[name] = self._n_finished.get(name, 0) + 1
         if duration is not None:
             self._duration.record(duration, attributes)
         if span is not None:
@@ -458,20 +488,19 @@ class Telemetry:
         span.end()
 
     def running(self, delta: int) -> None:
-        self._running.add(delta)
+        self._n_running += delta
 
     def waits(self, delta: int) -> None:
-        self._waits.add(delta)
+        self._n_waits += delta
 
     def watches(self, delta: int) -> None:
-        self._watches.add(delta)
+        self._n_watches += delta
 
     def noticed(self, delay: float) -> None:
         """A waiter was answered *delay* seconds after its operation finished."""
         self._notice.record(max(delay, 0.0))
 
     def store_call(self, method: str, seconds: float, failed: bool) -> None:
-        attributes = self._method(method)
-        self._store_duration.record(seconds, attributes)
+        self._store_duration.record(seconds, self._method(method))
         if failed:
-            self._store_errors.add(1, attributes)
+            self._n_store_errors[method] = self._n_store_errors.get(method, 0) + 1
