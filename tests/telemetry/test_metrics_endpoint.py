@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -165,3 +166,22 @@ async def test_a_scrape_while_operations_run_shows_each_figure_move(serving: Ser
         named = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name in named}
         assert named, path
         assert named <= exported, (path.name, named - exported)
+
+
+def test_a_taken_metrics_port_is_one_line_and_exit_four(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*CLI, "serve", "--port", "0", "--store", "memory", "--metrics-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"lro-async serve: cannot serve metrics on 127.0.0.1:{port}: ")
+    assert "serving on" not in result.stdout
