@@ -11,7 +11,8 @@ inject faults on a schedule drawn from a seeded RNG, and then checks the invaria
 - none changed after its waiter saw it done (the waiter's view against a final re-read);
 - no waiter outlives its operation by more than a second (when its end became visible --
   on PostgreSQL the last NOTIFY heard for it, on SQLite its ``update_time`` -- against
-  when the waiter returned; a replica that was down excuses the time it was down,
+  when the waiter returned; a replica that was down excuses the time it was down, a
+  held table lock (reads wait for it too) the time it was held after the end,
   and a waiter late within a deliberate CPU burst -- thousands of waits opened at once, a
   replica's Python process starting -- is counted and printed apart, not failed: on the
   2-core machines this runs on, those bursts alone delay a wake-up past a second);
@@ -505,11 +506,15 @@ class Run:
             assert t.saw_at is not None
             if t.name in updated:
                 ended = self.notified.get(t.name, updated[t.name] / 1e6)
-                # update_time is when the manager wrote the end, which a held lock or a
-                # retried write makes visible only later: count from when it could be.
+                # A waiter cannot learn of an end while its replica is down, nor re-read it
+                # while the table is locked (reads wait too): count from when it could.
                 since = ended
-                for window in (self.waiter.down_at(ended), _within(self.store_blocked, ended)):
-                    since = max(since, window.end) if window is not None else since
+                window = self.waiter.down_at(ended)
+                if window is not None:
+                    since = window.end
+                for lock in self.store_blocked:
+                    if lock.start - WAITER_LATE <= ended <= lock.end:
+                        since = max(since, lock.end)
                 if t.saw_at - since <= WAITER_LATE:
                     pass
                 elif any(w.start <= t.saw_at and ended <= w.end for w in self.bursts):
