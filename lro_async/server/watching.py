@@ -28,6 +28,7 @@ from ..errors import (
     OperationNotFound,
     ResourceExhausted,
     RpcError,
+    StoreError,
     code_number,
 )
 from ..protobuf import metadata_fingerprint, pack, seconds_duration
@@ -61,6 +62,9 @@ _YIELD_EVERY = 1000  # names handled between two yields to the loop, within one 
 _CHANGE = 1  # something changed; a non-final announcement
 _FINAL = 2  # done, deleted, or the hub closed
 _ADDED = 4  # just added: answer it if it is done already (level-triggered)
+STORE_RETRY = 0.5
+"""Seconds after which a stream reads again the operations its store failed to read: the
+store's weather is the server's to ride out, so a client's watch is not ended by it."""
 
 
 class WatchServicer:
@@ -201,6 +205,9 @@ class _Stream:
         self._shared = self._manager._store.recheck_interval
         self._names: dict[str, _Entry] = {}
         self._ready: dict[str, int] = {}
+        # Names the store failed to read (a lock, a dropped connection): read again soon.
+        self._deferred: dict[str, int] = {}
+        self._store_failing = False  # in this round: the rest of the names wait too
         self._queued: list[Event] = []  # events made by the reader (errors)
         self._wakeup: asyncio.Future[None] | None = None
         self._closing = False  # the hub closed: send the latest states and end
@@ -266,6 +273,7 @@ class _Stream:
                     self._ready[name] = self._ready.get(name, 0) | _CHANGE
             ready = self._ready
             self._ready = {}
+            self._store_failing = False
             for name, why in ready.items():
                 event = await self._look(name, why, closing)
                 if event is not None:
@@ -292,7 +300,12 @@ class _Stream:
             return
         self._wakeup = asyncio.get_running_loop().create_future()
         try:
-            if self._shared is None or not self._names:
+            if self._deferred:  # what the store failed to read: again in a moment
+                await asyncio.wait((self._wakeup,), timeout=STORE_RETRY)
+                for name, why in self._deferred.items():
+                    self._ready[name] = self._ready.get(name, 0) | why
+                self._deferred = {}
+            elif self._shared is None or not self._names:
                 await self._wakeup
             else:  # a shared store: re-read now and then, as WaitOperation does
                 done, _ = await asyncio.wait((self._wakeup,), timeout=self._shared)
@@ -409,8 +422,19 @@ class _Stream:
             return Event(kind=Event.DONE, name=name, operation=outcome)
         if why == _CHANGE and not (entry.metadata or closing or self._shared is not None):
             return None  # a metadata change nobody asked about
+        if self._store_failing and not closing:
+            self._deferred[name] = self._deferred.get(name, 0) | why
+            return None
         try:
             record = await self._manager._store.get(name)
+        except StoreError as exc:
+            if closing:  # no later: say why there is no latest state
+                self._drop(name)
+                return _error_event(name, exc)
+            logger.debug("reading %s for a Watch stream failed (%s); reading it again", name, exc)
+            self._store_failing = True
+            self._deferred[name] = self._deferred.get(name, 0) | why
+            return None
         except Exception as exc:
             self._drop(name)
             return _error_event(name, exc)
