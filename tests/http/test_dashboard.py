@@ -79,6 +79,7 @@ def browser(tmp_path: pathlib.Path) -> Iterator[Any]:
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # The driver's path given: selenium-manager never runs, nothing is downloaded.
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     try:
@@ -164,6 +165,16 @@ def _apply_filter(driver: Any, text: str) -> None:
     box.clear()
     box.send_keys(text)
     driver.find_element(By.ID, "apply").click()
+
+
+def _script_errors(driver: Any) -> list[str]:
+    """The page's console errors, but for the refusals it shows (a 400, a 403)."""
+    entries: list[dict[str, Any]] = driver.get_log("browser")
+    return [
+        str(entry["message"])
+        for entry in entries
+        if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
+    ]
 
 
 def _text(driver: Any, element_id: str) -> str:
@@ -272,6 +283,7 @@ def _live_and_cancel(
     _row(driver, fifth).find_element(By.CSS_SELECTOR, "td.name a").click()
     _wait(driver, lambda d: fifth in _text(d, "detail-json"), "the fifth's detail")
     driver.save_screenshot(str(shot))
+    assert _script_errors(driver) == []
 
 
 async def test_a_caller_who_may_not_cancel_sees_the_refusal(browser: Any) -> None:
@@ -294,6 +306,7 @@ def _refused(driver: Any, url: str, name: str) -> None:
     expected = f"PERMISSION_DENIED: permission denied: CancelOperation on {name!r}"
     _wait(driver, lambda d: expected in _text(d, "message"), f"the refusal {expected!r}")
     assert _row_field(driver, name, "state") == "RUNNING"
+    assert _script_errors(driver) == []
 
 
 # -- the routes, without a browser -----------------------------------------------------

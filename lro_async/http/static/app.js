@@ -96,29 +96,61 @@ function pollingFeed(onList, onError) {
   };
 }
 
-// The collection watch over SSE, for when the server has it: every event means "something
-// in this collection changed", so the page reloads its view (at most once per event burst).
+// The collection watch over SSE (GET {parent}/operations:watch, proto3 JSON events), for a
+// server that serves it: each event means "something in this collection changed", so the
+// page reloads its view (one load at a time; a burst of events costs one or two loads).
+// If the stream cannot be opened or closes for good, the page falls back to polling.
+function watchCollection(parent) {
+  if (parent === "" || parent === "-") return "-/operations:watch";
+  if (parent === "operations") return "operations:watch";
+  return `${operationPath(parent.replace(/\/operations$/, ""))}/operations:watch`;
+}
+
 function watchFeed(onList, onError) {
-  const parent = view.parent === "" || view.parent === "-" ? "-" : view.parent;
-  const url = apiUrl(`${operationPath(parent)}/operations:watch`);
+  const url = apiUrl(watchCollection(view.parent));
   if (view.filter) url.searchParams.set("filter", view.filter);
+  url.searchParams.set("metadataChanges", "true");
   const source = new EventSource(url);
-  let pending = false;
+  let feedLabel = "live (watch)";
+  let fallback = null;
+  let loading = false;
+  let again = false;
   async function refresh() {
-    if (pending) return;
-    pending = true;
+    if (fallback) return fallback.refresh();
+    if (loading) { again = true; return; }
+    loading = true;
     try {
-      onList(await load());
+      do {
+        again = false;
+        onList(await load());
+      } while (again);
     } catch (error) {
       onError(error.message);
     } finally {
-      pending = false;
+      loading = false;
     }
   }
-  source.onmessage = refresh;
   source.onopen = refresh;
-  source.onerror = () => onError("the watch stream dropped; reconnecting");
-  return { label: "live (watch)", stop() { source.close(); }, refresh };
+  source.onmessage = refresh;
+  source.addEventListener("error", (event) => {
+    if (event.data) {  // the server's "event: error": its data is Google's JSON error body
+      try {
+        onError(JSON.parse(event.data).error.message);
+      } catch (_) {
+        onError("the watch stream failed");
+      }
+    }
+    if (source.readyState === EventSource.CLOSED && !fallback) {
+      source.close();
+      fallback = pollingFeed(onList, onError);
+      feedLabel = fallback.label;
+    }
+  });
+  return {
+    get label() { return feedLabel; },
+    stop() { source.close(); if (fallback) fallback.stop(); },
+    refresh,
+  };
 }
 
 // Switch to watchFeed once the server serves GET {parent}/operations:watch.
