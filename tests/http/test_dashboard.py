@@ -195,9 +195,14 @@ async def test_the_dashboard_shows_live_operations_and_cancels_one(
         with pytest.raises(InvalidArgument) as refused:
             await served.manager.list(None, filter=bad_filter)
         shot = tmp_path / "dashboard.png"
+        # The page follows the collection watch where the app serves it (the :watch routes,
+        # SSE), and polls where it does not.
+        watched = getattr(served.app, "watches", None) is not None
+        feed = "live (watch)" if watched else "polling every 1 s"
         await asyncio.to_thread(
             _live_and_cancel, browser, served.url, steps, started, bad_filter, refused.value, shot
         )
+        assert browser.find_element("id", "live").text == feed
         assert shot.stat().st_size > 10_000
         if os.environ.get("LRO_ASYNC_UPDATE_SCREENSHOT") == "1":
             DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)

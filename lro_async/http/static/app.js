@@ -6,9 +6,9 @@
 // (GET, POST :cancel, DELETE), so every action goes through the server's authorizer.
 //
 // Live updates come from a "feed": an object with stop() and refresh() that calls
-// onList(payload) or onError(message). pollingFeed() asks every second. A feed driven by
-// the collection watch (GET {parent}/operations:watch, SSE) only needs to call the same
-// load() whenever an event arrives: see watchFeed() below, and FEED at the end.
+// onList(payload) or onError(message). watchFeed() follows the collection watch (GET
+// {parent}/operations:watch, Server-Sent Events) and reloads the view on each event;
+// where the server has no such route it falls back to pollingFeed(), every second.
 "use strict";
 
 const API = document.querySelector('meta[name="lro-api-prefix"]').content;
@@ -130,7 +130,7 @@ function watchFeed(onList, onError) {
       loading = false;
     }
   }
-  source.onopen = refresh;
+  source.onopen = () => { watchServed = true; refresh(); };
   source.onmessage = refresh;
   source.addEventListener("error", (event) => {
     if (event.data) {  // the server's "event: error": its data is Google's JSON error body
@@ -142,7 +142,8 @@ function watchFeed(onList, onError) {
     }
     if (source.readyState === EventSource.CLOSED && !fallback) {
       source.close();
-      fallback = pollingFeed(onList, onError);
+      // Polling that works where the watch did not: this server has no watch route.
+      fallback = pollingFeed((payload) => { watchServed = false; onList(payload); }, onError);
       feedLabel = fallback.label;
     }
   });
@@ -153,8 +154,12 @@ function watchFeed(onList, onError) {
   };
 }
 
-// Switch to watchFeed once the server serves GET {parent}/operations:watch.
-const FEED = pollingFeed;
+// The watch where the server serves it, else polling; learnt once per page load (a bad
+// filter also fails the stream, so only a list that then loads proves the route missing).
+let watchServed = null;
+function FEED(onList, onError) {
+  return watchServed === false ? pollingFeed(onList, onError) : watchFeed(onList, onError);
+}
 
 // -- rendering -------------------------------------------------------------------------
 
