@@ -9,9 +9,11 @@
 ``GET /dashboard/api/operations``  the list the page shows, newest first (below)
 =================================  ===========================================================
 
-The page reads details with GetOperation and acts with CancelOperation and DeleteOperation
-on the API itself, so every action goes through the app's authorizer; a refusal shows the
-server's message.
+The page follows the collection watch (``GET {parent}/operations:watch``, Server-Sent
+Events) where the app serves it, reloading its view on each event, and polls this list every
+second where it does not. It reads details with GetOperation and acts with CancelOperation
+and DeleteOperation on the API itself, so every action goes through the app's authorizer; a
+refusal shows the server's message.
 
 ``/dashboard/api/operations`` exists because ListOperations lists oldest first and the page
 wants the newest: it takes ``parent`` (ListOperations' ``name``: ``""`` or ``-`` for every
