@@ -314,6 +314,37 @@ def _refused(driver: Any, url: str, name: str) -> None:
     assert _script_errors(driver) == []
 
 
+async def test_the_page_pages_newest_first(browser: Any) -> None:
+    async with serve_http(dashboard=True) as served:
+        names = [(await served.manager.create(parent="projects/p")).name for _ in range(12)]
+        await asyncio.to_thread(_pages, browser, served.url, names)
+
+
+def _pages(driver: Any, url: str, names: list[str]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(url + "/")
+    _wait(driver, lambda d: len(_rows(d)) == 12, "the twelve operations")
+    parent = driver.find_element(By.ID, "parent")
+    parent.send_keys("projects/p")
+    Select(driver.find_element(By.ID, "page-size")).select_by_visible_text("10")
+    _wait(driver, lambda d: _rows(d) == names[:1:-1], "the newest ten")
+    assert _text(driver, "page-info") == "1\u201310 of 12"
+    assert not driver.find_element(By.ID, "prev").is_enabled()
+    driver.find_element(By.ID, "next").click()
+    _wait(driver, lambda d: _rows(d) == names[1::-1], "the oldest two")
+    assert _text(driver, "page-info") == "11\u201312 of 12"
+    assert not driver.find_element(By.ID, "next").is_enabled()
+    driver.find_element(By.ID, "prev").click()
+    _wait(driver, lambda d: _rows(d) == names[:1:-1], "the newest ten again")
+    parent.clear()
+    parent.send_keys("projects/q")
+    driver.find_element(By.ID, "apply").click()
+    _wait(driver, lambda d: _rows(d) == [] and _text(d, "empty") != "", "none under projects/q")
+    assert _script_errors(driver) == []
+
+
 # -- the routes, without a browser -----------------------------------------------------
 
 
