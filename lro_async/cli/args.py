@@ -186,6 +186,11 @@ def _serve(commands: argparse._SubParsersAction[_Parser]) -> None:
         "HTTPS with the --tls-* files; needs the http extra)",
     )
     serve.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="with --http-port: also serve the dashboard page at / on that port",
+    )
+    serve.add_argument(
         "--grace", type=SECONDS, default=10.0, help="seconds running work gets on shutdown"
     )
     serve.add_argument(

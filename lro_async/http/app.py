@@ -72,6 +72,7 @@ from .wire import (
 
 if TYPE_CHECKING:
     from ..server.manager import OperationManager
+    from .dashboard import Dashboard
 
 __all__ = [
     "ASGIApp",
@@ -136,6 +137,8 @@ class OperationsApp:
         answers.
     :param max_waits: most ``:wait`` requests held at once; past it 429 RESOURCE_EXHAUSTED.
     :param max_body_bytes: the largest request body accepted; past it 413.
+    :param dashboard: also serve the dashboard page at ``/`` (see
+        :mod:`lro_async.http.dashboard`); its routes come before the API's.
     """
 
     def __init__(
@@ -149,6 +152,7 @@ class OperationsApp:
         deadline_margin: float = 0.2,
         max_waits: int = 200_000,
         max_body_bytes: int = 64 * 1024,
+        dashboard: bool = False,
     ) -> None:
         prefix = prefix.rstrip("/")
         if prefix and not prefix.startswith("/"):
@@ -169,6 +173,7 @@ class OperationsApp:
         self.max_body_bytes = max_body_bytes
         self.waiting = 0
         """``:wait`` requests held now."""
+        self.dashboard = _dashboard(self) if dashboard else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -180,6 +185,8 @@ class OperationsApp:
                 await send({"type": "websocket.close", "code": 1003})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.dashboard is not None and await self.dashboard.handle(scope, send):
+            return
         name = ""
         headers: list[tuple[bytes, bytes]] = []
         try:
@@ -333,6 +340,7 @@ def asgi_app(
     deadline_margin: float = 0.2,
     max_waits: int = 200_000,
     max_body_bytes: int = 64 * 1024,
+    dashboard: bool = False,
 ) -> OperationsApp:
     """Serve *manager*'s operations over HTTP/JSON: return an ASGI app.
 
@@ -347,10 +355,17 @@ def asgi_app(
         deadline_margin=deadline_margin,
         max_waits=max_waits,
         max_body_bytes=max_body_bytes,
+        dashboard=dashboard,
     )
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _dashboard(app: OperationsApp) -> Dashboard:
+    from .dashboard import Dashboard
+
+    return Dashboard(app)
 
 
 def _no_route(method: str, path: str) -> _Refused:
