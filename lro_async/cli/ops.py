@@ -272,7 +272,10 @@ async def watch(args: argparse.Namespace) -> int:
                     line = render.compact(render.operation_json(op.operation, session.types))
                 else:
                     await session.types.learn(metadata.TypeName())
-                    line = f"{op.name}: {render.any_text(metadata, session.types)}"
+                    decoded = render.unpack_any(metadata, session.types)
+                    percent = render.percent_of(decoded)
+                    shown = "" if percent is None else f"{percent:.0f}% "
+                    line = f"{op.name}: {shown}{render.any_text(metadata, session.types)}"
                 print(line, flush=True)
 
         await _await_following(args, session, op, follow())
