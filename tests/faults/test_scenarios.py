@@ -32,6 +32,7 @@ from .harness import (
     LEASE,
     POLICY,
     STORE_TIMEOUT,
+    UNANNOUNCED,
     Replica,
     Run,
     Tracked,
@@ -196,6 +197,9 @@ async def test_database_connections_terminated(tmp_path: Path, fault_seed: int) 
                 await run.at(offset)
                 replica = run.rng.choice(run.replicas)
                 hit = await terminate_backends(run.dsn_schema[0], replica, names)
+                if replica is run.waiter and names[1] in hit:
+                    now = time.time()
+                    run.unannounced.append(Window(now, now + UNANNOUNCED))
                 run.log(f"+{offset:.1f}s: terminated {replica.label}'s connections: {hit}")
                 terminated.extend(hit)
                 run.ended_fault()
