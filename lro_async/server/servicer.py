@@ -222,6 +222,11 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         before anything is looked up. None allows everything.
     :param max_waits: most WaitOperation calls held open at once; past it a call gets
         RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` hint instead of more memory.
+        Waits are admitted apart from the other RPCs, which this limit never refuses:
+        however many wait, GetOperation, List, Cancel and Delete answer, and the store
+        reads waits and watches make go through a lane of their own (the store's
+        ``wait_reads``), so they never queue ahead of a Get for a pooled connection or
+        SQLite's worker thread.
     """
 
     def __init__(

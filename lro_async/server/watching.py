@@ -410,7 +410,7 @@ class _Stream:
         if why == _CHANGE and not (entry.metadata or closing or self._shared is not None):
             return None  # a metadata change nobody asked about
         try:
-            record = await self._manager._store.get(name)
+            record = await self._manager._wait_read(name)
         except Exception as exc:
             self._drop(name)
             return _error_event(name, exc)
@@ -493,7 +493,7 @@ class _Stream:
 
     async def _look_collection(self, collection: _Collection, name: str) -> Event | None:
         try:
-            record = await self._manager._store.get(name)
+            record = await self._manager._wait_read(name)
         except Exception as exc:
             return _error_event(name, exc)
         if record is None or self._manager._expired(record):
