@@ -150,20 +150,21 @@ async def test_cancel_operations_keeps_to_its_concurrency() -> None:
     names = [(await manager.create(parent=PARENT)).name for _ in range(12)]
     in_flight = 0
     most = 0
-    full = asyncio.Event()
+    changed = asyncio.Condition()
 
     async def authorize(access: lro_async.Access) -> bool:
         nonlocal in_flight, most
         if access.rpc != "CancelOperation":
             return True
-        in_flight += 1
-        most = max(most, in_flight)
-        if in_flight == 4:
-            full.set()
-        try:
-            # Hold every call until four are open at once: a tighter bound never gets there.
-            await asyncio.wait_for(full.wait(), 10)
-        finally:
+        async with changed:
+            in_flight += 1
+            most = max(most, in_flight)
+            changed.notify_all()
+            # Hold the calls until four are open at once (a tighter bound never gets
+            # there), then give a fifth half a second to show up (a looser one does).
+            await asyncio.wait_for(changed.wait_for(lambda: most >= 4), 10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait_for(lambda: most > 4), 0.5)
             in_flight -= 1
         return True
 
