@@ -3,8 +3,9 @@
 A real grpc.aio server holds ``max_waits`` WaitOperation calls and one caller's 16 Watch
 streams open (each watching 100 names with their metadata), while 20 of those operations
 report progress 100 times a second and one more wait is asked again and again and refused
-(RESOURCE_EXHAUSTED). The waiters run in a process of their own (admission_load.py), so
-what is measured is the server's work, not theirs. Through it all 200 GetOperation calls
+(RESOURCE_EXHAUSTED). Most waiters run in a process of their own (admission_load.py), so
+what is measured is the server's work, not theirs; 150 of the waits share the Gets' own
+channel, so an HTTP/2 stream limit shared by both would show. Through it all 200 GetOperation calls
 answer, and their median latency stays within 5x of the same 200 Gets under the same
 progress writes with nobody waiting, measured in the same run. Over memory, SQLite (one
 worker thread) and PostgreSQL (a pool of 4, and waiters that re-read it every 50 ms).
@@ -25,7 +26,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.longrunning import operations_pb2, operations_pb2_grpc
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 
 import lro_async
 from lro_async.server.watching import WatchServicer
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.timeout(120)
 MAX_WAITS = 300
 STREAMS = 16  # WatchServicer's default max_streams per caller
 GETS = 200
+SAME_CHANNEL = 150  # of the waits, held on the Gets' channel (one HTTP/2 connection)
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -104,6 +106,7 @@ async def test_get_answers_at_full_speed_with_every_wait_and_watch_open(
             f"127.0.0.1:{port}", options=lro_async.channel_options()
         )
         tasks: list[asyncio.Task[None]] = []
+        held: list[asyncio.Future[operations_pb2.Operation]] = []
         load: asyncio.subprocess.Process | None = None
         try:
             stub = operations_pb2_grpc.OperationsStub(channel)
@@ -126,12 +129,17 @@ async def test_get_answers_at_full_speed_with_every_wait_and_watch_open(
                 sys.executable,
                 str(Path(__file__).with_name("admission_load.py")),
                 f"127.0.0.1:{port}",
-                str(MAX_WAITS),
+                str(MAX_WAITS - SAME_CHANNEL),
                 str(STREAMS),
                 *waited,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
+            for i in range(SAME_CHANNEL):  # and some on the Gets' own connection
+                request = operations_pb2.WaitOperationRequest(
+                    name=waited[i % len(waited)], timeout=duration_pb2.Duration(seconds=600)
+                )
+                held.append(asyncio.ensure_future(stub.WaitOperation(request, timeout=120)))
             await _until(lambda: servicer.waiting == MAX_WAITS, f"{MAX_WAITS} waits open")
             await _until(lambda: watches.streams == STREAMS, f"{STREAMS} Watch streams open")
             assert load.stdin is not None and load.stdout is not None
@@ -142,14 +150,17 @@ async def test_get_answers_at_full_speed_with_every_wait_and_watch_open(
             loaded = await _latencies(stub, read)
             assert servicer.waiting == MAX_WAITS and watches.streams == STREAMS
             assert load.returncode is None, "the waiters' process ended"
+            assert not any(wait.done() for wait in held), "a held wait ended"
         finally:
             for task in tasks:
                 task.cancel()
+            for wait in held:
+                wait.cancel()
             if load is not None and load.returncode is None:
                 load.kill()
             if load is not None:
                 await load.wait()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *held, return_exceptions=True)
             await channel.close()
             await server.stop(grace=None)
     ratio = statistics.median(loaded) / statistics.median(idle)
