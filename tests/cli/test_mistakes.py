@@ -84,6 +84,8 @@ MISTAKES: list[tuple[list[str], int, str]] = [
     (["delete", "--filter", "", "--concurrency", "0"], 2, "0 is not a concurrency from 1"),
     (["delete", "--filter", "", "--concurrency", "many"], 2, "'many' is not a concurrency"),
     (["cancel", "--filter", "", "--concurrency", "1001"], 2, "1001 is not a concurrency"),
+    (["cancel", "--filter", "", "--yes", *GET[2:]], 4, "cannot reach the server"),
+    (["count", *GET[2:]], 4, "cannot reach the server"),
     # stores
     (["serve", "--store", "mysql://db/ops"], 2, "unknown store 'mysql://db/ops'"),
     (["serve", "--store", "sqlite://ops.db"], 2, "a sqlite URL names no host"),
