@@ -71,6 +71,9 @@ def server_options(*, max_pending_requests: int = 50_000) -> list[tuple[str, int
     taken would bind it too and the kernel would split clients between the two at random.
     With these options ``add_insecure_port``/``add_secure_port`` of a taken port fails
     instead (grpc.aio raises ``RuntimeError("Failed to bind to address ...")``).
+    Leave ``grpc.aio.server(maximum_concurrent_rpcs=...)`` unset: it counts open waits
+    with every other call, so waits could fill it and starve reads; the servicer's
+    ``max_waits`` bounds waits alone.
 
     :param max_pending_requests: calls that may queue before the server refuses them.
     """
