@@ -121,6 +121,9 @@ class OperationManager:
         self._page_token_key = page_token_key
         self._page_tokens = PageTokens(page_token_key or secrets.token_bytes(32))
         self._hub = Hub()
+        # Waits' and watches' reads go through their own lane of the store (see wait_reads).
+        lane = self.store.wait_reads
+        self._wait_lane = asyncio.Semaphore(lane) if lane is not None else None
         self._tasks = Tasks(self._finish_with, self._response, now_us)
         self._upkeep = Upkeep(self)
         self._opened: asyncio.Task[None] | None = None
@@ -493,7 +496,7 @@ class OperationManager:
                     operation.CopyFrom(watch.outcome)
                     return operation
                 seen = watch.changes
-                operation = self._visible(name, await self._store.get(name)).operation
+                operation = self._visible(name, await self._wait_read(name)).operation
                 if operation.done or self._hub.closed:
                     return operation
                 if progress is not None:
@@ -508,6 +511,14 @@ class OperationManager:
                 await watch.sleep(seen, bound, any_change=any_change)
         finally:
             self._hub.leave(name, watch)
+
+    async def _wait_read(self, name: str) -> OperationRecord | None:
+        """Read *name* for a waiter or a watch, in their lane: at most ``wait_reads`` at once."""
+        lane = self._wait_lane
+        if lane is None:
+            return await self._store.get(name)
+        async with lane:
+            return await self._store.get(name)
 
     async def list(
         self,

@@ -426,7 +426,7 @@ class _Stream:
             self._deferred[name] = self._deferred.get(name, 0) | why
             return None
         try:
-            record = await self._manager._store.get(name)
+            record = await self._manager._wait_read(name)
         except StoreError as exc:
             if closing:  # no later: say why there is no latest state
                 self._drop(name)
@@ -517,7 +517,7 @@ class _Stream:
 
     async def _look_collection(self, collection: _Collection, name: str) -> Event | None:
         try:
-            record = await self._manager._store.get(name)
+            record = await self._manager._wait_read(name)
         except Exception as exc:
             return _error_event(name, exc)
         if record is None or self._manager._expired(record):
