@@ -117,7 +117,7 @@ class SseWatchStream(Multiplexer):
                     self._fail(_broken(f"the Watch stream broke: {error!r}"), names)
                 else:  # ended: what it had not answered is asked again, with backoff
                     self._fail(_broken("the server ended the Watch stream"), names)
-                return
+                continue  # names that joined meanwhile were not on it: a stream for them
             await asyncio.sleep(REOPEN_DELAY)  # pacing: let the burst of newcomers gather
 
     async def _read(self, names: list[str], metadata: bool) -> None:
