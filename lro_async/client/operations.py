@@ -306,7 +306,8 @@ class AsyncOperationsClient:
     ) -> AsyncGenerator[Change, None]:
         """Watch a collection: yield its operations, then every change, over one stream.
 
-        Needs lro_async's Watch extension on the server (gRPC). First a ``"snapshot"``
+        Needs lro_async's Watch extension on the server (over gRPC, or its Server-Sent
+        Events routes over HTTP). First a ``"snapshot"``
         :class:`~lro_async.client.watching.Change` per matching operation and one
         ``"synced"``, then ``"created"``, ``"changed"`` (with *metadata_changes*: each
         metadata change), ``"done"`` and ``"deleted"`` as they happen. It ends when the
@@ -319,7 +320,7 @@ class AsyncOperationsClient:
         :param filter: an AIP-160 filter, as for :meth:`list_operations`.
         :param page_size: snapshot operations per response; 0 lets the server choose.
         :raises RpcError: :class:`InvalidArgument` for a bad parent or filter,
-            :class:`PermissionDenied`; UNIMPLEMENTED without the extension or over HTTP.
+            :class:`PermissionDenied`; UNIMPLEMENTED without the extension.
         """
         open_watch = getattr(self._transport, "watch_collection", None)
         if open_watch is None:

@@ -14,10 +14,11 @@ finishes an operation, and across replicas on the shared store's change notifica
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
 from google.longrunning import operations_pb2
@@ -44,12 +45,16 @@ if TYPE_CHECKING:
     from .hub import Watch
     from .manager import OperationManager
 
-__all__ = ["WatchServicer"]
+__all__ = ["Read", "Write", "WatchServicer"]
 
 logger = logging.getLogger("lro_async")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Event = watch_pb2.Event
+Read = Callable[[], Awaitable[object]]
+"""The next request of a stream (a ``WatchRequest``), or None when there are no more."""
+Write = Callable[[watch_pb2.WatchResponse], Awaitable[None]]
+"""Sends one response of a stream."""
 
 SERVICE = "lro_async.v1.OperationsWatch"
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -118,19 +123,32 @@ class WatchServicer:
     async def Watch(self, request_iterator: object, context: Context) -> None:
         """The Watch RPC: read requests on one side, send batched events on the other."""
         caller = caller_of(context)
-        key = self._caller_key(caller)
+
+        async def read() -> object:
+            request = await context.read()
+            return None if request is grpc.aio.EOF else request
+
         try:
-            self._reserve(key)
-            await self.manager._ready()  # opens the store on first use
+            async with self.admit(caller):
+                await self.serve(caller, read, context.write)
         except Exception as exc:
             await _abort(context, exc)
+
+    @contextlib.asynccontextmanager
+    async def admit(self, caller: Caller) -> AsyncIterator[None]:
+        """Count one open stream of *caller* for the block (any transport).
+
+        :raises ResourceExhausted: the caller has ``max_streams`` streams open.
+        :raises RpcError: UNAVAILABLE while the server shuts down; or what opening the
+            store raised.
+        """
+        key = self._caller_key(caller)
+        self._reserve(key)
+        await self.manager._ready()  # opens the store on first use
         self.streams += 1
         self._streams[key] = self._streams.get(key, 0) + 1
-        stream = _Stream(self, context, caller)
         try:
-            await stream.run()
-        except RpcError as exc:
-            await _abort(context, exc)
+            yield
         finally:
             self.streams -= 1
             left = self._streams[key] - 1
@@ -138,6 +156,16 @@ class WatchServicer:
                 self._streams[key] = left
             else:
                 del self._streams[key]
+
+    async def serve(self, caller: Caller, read: Read, write: Write) -> None:
+        """Serve one admitted stream over any transport until it ends.
+
+        :param read: the next request (a ``WatchRequest``, or the servicer's marker of a
+            malformed one); None once the client sends no more.
+        :param write: sends one batched ``WatchResponse``.
+        :raises RpcError: what ends the stream (a bad Collection request, say).
+        """
+        await _Stream(self, read, write, caller).run()
 
     def _reserve(self, key: str) -> None:
         manager = self.manager
@@ -196,11 +224,12 @@ class _Stream:
     second task reads the client's requests.
     """
 
-    def __init__(self, servicer: WatchServicer, context: Context, caller: Caller) -> None:
+    def __init__(self, servicer: WatchServicer, read: Read, write: Write, caller: Caller) -> None:
         self._servicer = servicer
         self._manager = servicer.manager
         self._hub = servicer.manager._hub
-        self._context = context
+        self._read_request = read
+        self._write = write
         self._caller = caller
         self._shared = self._manager._store.recheck_interval
         self._names: dict[str, _Entry] = {}
@@ -320,22 +349,22 @@ class _Stream:
         for event in events:
             event_size = event.ByteSize() + 8
             if batch and size + event_size > MAX_RESPONSE_BYTES:
-                await self._context.write(watch_pb2.WatchResponse(events=batch))
+                await self._write(watch_pb2.WatchResponse(events=batch))
                 batch, size = [], 0
             batch.append(event)
             size += event_size
         if batch:
-            await self._context.write(watch_pb2.WatchResponse(events=batch))
+            await self._write(watch_pb2.WatchResponse(events=batch))
 
     # -- requests ---------------------------------------------------------------------
 
     async def _read(self) -> None:
         try:
             while True:
-                request = await self._context.read()
-                if request is grpc.aio.EOF:
+                request = await self._read_request()
+                if request is None:
                     break
-                await self._handle(request)
+                await self._handle(cast("watch_pb2.WatchRequest | _Malformed", request))
                 self._wake()
         except Exception as exc:  # the call broke: the handler ends with it
             logger.debug("reading a Watch stream ended: %r", exc)
