@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import idle, notice, otel, throughput, wakeup
+from . import batch, idle, notice, otel, scale, throughput, wakeup
 from .harness import Report, Settings, Table, write_report
 
 BENCHMARKS: dict[str, Callable[[Settings], Report]] = {
@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, Callable[[Settings], Report]] = {
     throughput.NAME: throughput.run,
     idle.NAME: idle.run,
     wakeup.NAME: wakeup.run,
+    scale.NAME: scale.run,
+    batch.NAME: batch.run,
     otel.NAME: otel.run,
 }
 
@@ -43,8 +45,8 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Settings]:
         type=int,
         nargs="+",
         metavar="N",
-        help="sizes instead of the defaults: operations (notice, idle, wakeup) or calls in "
-        "flight (throughput)",
+        help="sizes instead of the defaults: operations (notice, idle, wakeup, scale, batch) "
+        "or calls in flight (throughput)",
     )
     parser.add_argument(
         "--rate", type=float, default=500.0, help="notice: paced completions per second"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import stores as stores
 from .backoff import Backoff as Backoff
+from .client.bulk import BulkResult as BulkResult
 from .client.many import as_completed as as_completed
 from .client.many import gather as gather
 from .client.operation import AsyncOperation as AsyncOperation
@@ -45,6 +46,7 @@ __all__ = [
     # client
     "AsyncOperation",
     "AsyncOperationsClient",
+    "BulkResult",
     "Change",
     "WaitPolicy",
     "as_completed",

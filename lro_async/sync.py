@@ -44,6 +44,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2
 
+from .client.bulk import BulkResult
 from .client.many import as_completed as _async_as_completed
 from .client.operation import AsyncOperation
 from .client.operations import ApiCoreOperation, AsyncOperationsClient
@@ -353,6 +354,53 @@ class OperationsClient:
                 parent, filter=filter, page_size=page_size, timeout=timeout
             )
         )
+
+    def count_operations(
+        self, parent: str, *, filter: str = "", timeout: float | None = None
+    ) -> int:
+        """How many match; see :meth:`AsyncOperationsClient.count_operations`."""
+        client = self._client
+
+        def call() -> Awaitable[int]:
+            return client.count_operations(parent, filter=filter, timeout=timeout)
+
+        return self.run(call)
+
+    def cancel_operations(
+        self,
+        parent: str,
+        *,
+        filter: str = "",
+        concurrency: int = 16,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        """Cancel what matches; see :meth:`AsyncOperationsClient.cancel_operations`."""
+        client = self._client
+
+        def call() -> Awaitable[BulkResult]:
+            return client.cancel_operations(
+                parent, filter=filter, concurrency=concurrency, timeout=timeout
+            )
+
+        return self.run(call)
+
+    def delete_operations(
+        self,
+        parent: str,
+        *,
+        filter: str = "",
+        concurrency: int = 16,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        """Delete what matches; see :meth:`AsyncOperationsClient.delete_operations`."""
+        client = self._client
+
+        def call() -> Awaitable[BulkResult]:
+            return client.delete_operations(
+                parent, filter=filter, concurrency=concurrency, timeout=timeout
+            )
+
+        return self.run(call)
 
 
 def _call(

@@ -27,6 +27,7 @@ from ..errors import (
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_RPC, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
+EXIT_PARTIAL = 6  # cancel/delete --filter: some of the operations failed
 EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a Unix tool stopped by `| head`
 
@@ -111,6 +112,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
         "get": ops.get,
         "list": ops.list_,
+        "count": ops.count,
         "wait": ops.wait,
         "watch": ops.watch,
         "cancel": ops.cancel,

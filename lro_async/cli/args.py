@@ -29,11 +29,13 @@ exit codes:
   0    success; serve: stopped by SIGINT or SIGTERM after draining
   1    get, wait, watch: the operation finished with an error (failed or cancelled)
   2    bad usage: an invalid option or value, a malformed name or filter, TLS files
-       that cannot be used, an unknown store, a missing extra
+       that cannot be used, an unknown store, a missing extra; cancel, delete --filter:
+       not confirmed, or no terminal to confirm on and no --yes (nothing is changed)
   3    the operation was not found
   4    client commands: the server cannot be reached (within --rpc-timeout) or an RPC
        failed; serve: the address cannot be bound or the store cannot be opened
   5    wait, watch: --timeout passed while the operation was still running
+  6    cancel, delete --filter: some operations failed (the summary says which and why)
   130  interrupted (Ctrl-C)
   141  stdout was closed early (piped into head, say): the command stops quietly
 
@@ -184,6 +186,11 @@ def _serve(commands: argparse._SubParsersAction[_Parser]) -> None:
         default=None,
         help="also serve Operations over HTTP/JSON on this port (0: a free one; "
         "HTTPS with the --tls-* files; needs the http extra)",
+    )
+    serve.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="with --http-port: also serve the dashboard page at / on that port",
     )
     serve.add_argument(
         "--metrics-port",
@@ -358,8 +365,35 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--filter", type=_filter, default="", help="with --parent: AIP-160"
             )
-    cancel = _client_command(commands, "cancel", "cancel an operation")
-    cancel.add_argument("name", type=_name)
-    delete = _client_command(commands, "delete", "delete an operation's record")
-    delete.add_argument("name", type=_name)
+    count = _client_command(commands, "count", "count the operations a filter matches")
+    count.add_argument("--parent", type=_parent, default="", help="e.g. projects/p (all)")
+    count.add_argument("--filter", type=_filter, default="", help='AIP-160, e.g. "done = false"')
+    for name, help in (
+        ("cancel", "cancel an operation, or every one --filter matches"),
+        ("delete", "delete an operation's record, or that of every one --filter matches"),
+    ):
+        _bulk(_client_command(commands, name, help))
     return top
+
+
+def _bulk(command: argparse.ArgumentParser) -> None:
+    """``cancel NAME`` or ``cancel --filter F [--parent P] [--yes] [--concurrency N]``."""
+    command.add_argument("name", type=_name, nargs="?", help="the operation (or use --filter)")
+    command.add_argument(
+        "--filter",
+        type=_filter,
+        default=None,
+        help='instead of a name: every operation this AIP-160 filter matches ("" for all)',
+    )
+    command.add_argument(
+        "--parent", type=_parent, default=None, help="with --filter: e.g. projects/p (all)"
+    )
+    command.add_argument(
+        "--yes", action="store_true", help="with --filter: act without asking for confirmation"
+    )
+    command.add_argument(
+        "--concurrency",
+        type=_int(1, 1000, "a concurrency from 1 to 1000"),
+        default=None,
+        help="with --filter: most RPCs in flight at once (default: 16)",
+    )

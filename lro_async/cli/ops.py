@@ -22,6 +22,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from ..client.bulk import BulkResult, Outcome, act_on
 from ..client.operation import AsyncOperation
 from ..client.operations import AsyncOperationsClient
 from ..client.policy import channel_options
@@ -29,6 +30,7 @@ from ..errors import OperationFailed, OperationTimeout, RpcError
 from . import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_PARTIAL,
     EXIT_RPC,
     EXIT_TIMEOUT,
     EXIT_USAGE,
@@ -42,6 +44,7 @@ from .tls import check_files
 __all__ = [
     "cancel",
     "channel_credentials",
+    "count",
     "delete",
     "get",
     "list_",
@@ -140,7 +143,18 @@ async def list_(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def count(args: argparse.Namespace) -> int:
+    async with _connect(args) as session:
+        matched = await session.client.count_operations(
+            args.parent, filter=args.filter, timeout=args.rpc_timeout
+        )
+    print(render.dumps({"count": matched}) if args.json else matched, flush=True)
+    return EXIT_OK
+
+
 async def cancel(args: argparse.Namespace) -> int:
+    if _in_bulk(args):
+        return await _bulk(args, "cancel")
     async with _connect(args) as session:
         await session.client.cancel_operation(args.name, timeout=args.rpc_timeout)
         operation = await session.client.get_operation(args.name, timeout=args.rpc_timeout)
@@ -152,11 +166,128 @@ async def cancel(args: argparse.Namespace) -> int:
 
 
 async def delete(args: argparse.Namespace) -> int:
+    if _in_bulk(args):
+        return await _bulk(args, "delete")
     async with _connect(args) as session:
         await session.client.delete_operation(args.name, timeout=args.rpc_timeout)
     if not args.json:
         print(f"{args.name}: deleted")
     return EXIT_OK
+
+
+def _in_bulk(args: argparse.Namespace) -> bool:
+    """True for ``--filter``; refuses a mix of a name and the bulk options (exit 2)."""
+    if args.filter is not None:
+        if args.name is not None:
+            raise CommandError("give an operation name or --filter, not both", EXIT_USAGE)
+        if not args.yes and not sys.stdin.isatty():
+            raise CommandError(
+                "no terminal to confirm on: add --yes to act on what --filter matches",
+                EXIT_USAGE,
+            )
+        return True
+    if args.name is None:
+        raise CommandError("give an operation name or --filter", EXIT_USAGE)
+    for flag in ("parent", "yes", "concurrency"):
+        if getattr(args, flag) not in (None, False):
+            raise CommandError(f"--{flag} goes with --filter, not with a name", EXIT_USAGE)
+    return False
+
+
+_PAST = {"cancel": "cancelled", "delete": "deleted"}
+
+
+async def _bulk(args: argparse.Namespace, action: str) -> int:
+    """List what ``--filter`` matches, confirm, act with a progress bar; print a summary."""
+    parent = args.parent or ""
+    async with _connect(args) as session:
+        client = session.client
+        listed = [
+            operation
+            async for operation in client.list_operations(
+                parent, filter=args.filter, page_size=1000, timeout=args.rpc_timeout
+            )
+        ]
+        if not args.json:
+            for operation in listed:
+                print(f"{operation.name}\t{render.state(operation)}", flush=True)
+        if listed and not args.yes and not _confirmed(action, len(listed), parent):
+            raise CommandError("not confirmed: nothing was changed", EXIT_USAGE)
+        rpc = client.cancel_operation if action == "cancel" else client.delete_operation
+
+        async def act(name: str) -> None:
+            await rpc(name, timeout=args.rpc_timeout)
+
+        console = Console(stderr=True)
+        concurrency = args.concurrency or 16
+        if not console.is_terminal or not listed:
+            result = await act_on(
+                listed, act, skip_done=action == "cancel", concurrency=concurrency
+            )
+        else:
+            columns = (TextColumn(action), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console, transient=True) as bar:
+                task = bar.add_task(action, total=len(listed))
+
+                def advance(name: str, outcome: Outcome, error: RpcError | None) -> None:
+                    bar.advance(task)
+
+                result = await act_on(
+                    listed,
+                    act,
+                    skip_done=action == "cancel",
+                    concurrency=concurrency,
+                    on_result=advance,
+                )
+    _summary(args, action, parent, result)
+    if result.failed:
+        print(
+            f"lro-async {action}: {len(result.failed)} of {result.matched} operations "
+            "failed (see the summary)",
+            file=sys.stderr,
+        )
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _confirmed(action: str, matched: int, parent: str) -> bool:
+    where = f" under {parent!r}" if parent else ""
+    print(f"{action} these {matched} operations{where}? [y/N] ", end="", file=sys.stderr)
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, ValueError):
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _summary(args: argparse.Namespace, action: str, parent: str, result: BulkResult) -> None:
+    if args.json:
+        document = {
+            "action": action,
+            "parent": parent,
+            "filter": args.filter,
+            "matched": result.matched,
+            "done": list(result.done),
+            "skipped": list(result.skipped),
+            "failed": [
+                {"name": name, "code": error.code.name, "message": error.message}
+                for name, error in result.failed
+            ],
+        }
+        print(render.dumps(document), flush=True)
+        return
+    skipped = "already done or gone" if action == "cancel" else "already gone"
+    print(f"matched: {result.matched}", flush=True)
+    print(f"{_PAST[action]}: {len(result.done)}", flush=True)
+    print(f"skipped: {len(result.skipped)} ({skipped})", flush=True)
+    print(f"failed: {len(result.failed)}", flush=True)
+    for name, error in result.failed:
+        print(f"  {name}: {error.code.name}: {_line(error.message)}", flush=True)
+
+
+def _line(text: str) -> str:
+    return " ".join(text.split())
 
 
 async def start(args: argparse.Namespace) -> int:
@@ -272,7 +403,10 @@ async def watch(args: argparse.Namespace) -> int:
                     line = render.compact(render.operation_json(op.operation, session.types))
                 else:
                     await session.types.learn(metadata.TypeName())
-                    line = f"{op.name}: {render.any_text(metadata, session.types)}"
+                    decoded = render.unpack_any(metadata, session.types)
+                    percent = render.percent_of(decoded)
+                    shown = "" if percent is None else f"{percent:.0f}% "
+                    line = f"{op.name}: {shown}{render.any_text(metadata, session.types)}"
                 print(line, flush=True)
 
         await _await_following(args, session, op, follow())

@@ -75,6 +75,7 @@ async def running_server(
     credentials: grpc.ServerCredentials | None = None,
     http_port: int | None = None,
     http_ssl: ssl.SSLContext | None = None,
+    dashboard: bool = False,
 ) -> AsyncIterator[Running]:
     """Start a server with every lro-async service on ``host:port``; drain it on exit.
 
@@ -91,6 +92,7 @@ async def running_server(
         free port) from the same manager; it drains and stops with the gRPC server.
         Needs the ``http`` extra.
     :param http_ssl: serve that as HTTPS with this context (see :func:`server_ssl_context`).
+    :param dashboard: serve the dashboard page at ``/`` of the HTTP server too.
     :param store_url: ``memory``, a store URL (:func:`lro_async.stores.from_url`) or the
         path of a SQLite file.
     :raises ValueError: for an unknown store URL.
@@ -129,7 +131,9 @@ async def running_server(
             http_target = (
                 None
                 if http_port is None
-                else await _serve_http(http, manager, host, http_port, grace, http_ssl)
+                else await _serve_http(
+                    http, manager, host, http_port, grace, http_ssl, dashboard=dashboard
+                )
             )
         except BaseException:
             await asyncio.gather(server.stop(None), manager.aclose())
@@ -222,6 +226,10 @@ async def serve_command(args: argparse.Namespace) -> int:
             [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
         )
     )
+    if args.dashboard and args.http_port is None:
+        raise CommandError(
+            "--dashboard needs --http-port (the page is served over HTTP)", EXIT_USAGE
+        )
     if args.http_port is not None:
         try:  # before anything starts: the server module imports uvicorn
             from ..http import server  # noqa: F401
@@ -259,6 +267,7 @@ async def _serve(
             credentials=credentials,
             http_port=args.http_port,
             http_ssl=http_ssl,
+            dashboard=args.dashboard,
         )
     except (ValueError, TypeError) as exc:
         raise CommandError(str(exc), EXIT_USAGE) from exc
@@ -274,6 +283,8 @@ async def _serve_http(
     port: int,
     grace: float,
     ssl_context: ssl.SSLContext | None,
+    *,
+    dashboard: bool = False,
 ) -> str:
     """Start the HTTP/JSON server on *stack*; return its ``host:port``."""
     try:
@@ -282,7 +293,9 @@ async def _serve_http(
         raise CommandError(f"--http-port: {exc}", EXIT_USAGE) from exc
 
     served = await stack.enter_async_context(
-        running_http_server(asgi_app(manager), host, port, grace=grace, ssl_context=ssl_context)
+        running_http_server(
+            asgi_app(manager, dashboard=dashboard), host, port, grace=grace, ssl_context=ssl_context
+        )
     )
     return f"{host}:{served.port}"
 
@@ -336,6 +349,7 @@ async def serve_forever(
     credentials: grpc.ServerCredentials | None = None,
     http_port: int | None = None,
     http_ssl: ssl.SSLContext | None = None,
+    dashboard: bool = False,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then drain gracefully within *grace* seconds.
 
@@ -346,6 +360,7 @@ async def serve_forever(
     :param credentials: serve TLS with these; None: plaintext.
     :param http_port: also serve HTTP/JSON on this port.
     :param http_ssl: serve that as HTTPS with this context.
+    :param dashboard: serve the dashboard page at ``/`` of the HTTP server too.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = asyncio.Event()
@@ -374,12 +389,16 @@ async def serve_forever(
             credentials=credentials,
             http_port=http_port,
             http_ssl=http_ssl,
+            dashboard=dashboard,
         ) as running:
             tls = "" if credentials is None else "TLS, "
             print(f"lro-async: serving on {running.target} ({tls}store {store_url})", flush=True)
             if running.http_target is not None:
                 scheme = "HTTP" if http_ssl is None else "HTTPS"
                 print(f"lro-async: serving {scheme}/JSON on {running.http_target}", flush=True)
+                if dashboard:
+                    url = f"{scheme.lower()}://{running.http_target}/"
+                    print(f"lro-async: the dashboard is at {url}", flush=True)
             await stop.wait()
             print(
                 f"lro-async: draining (up to {grace:g}s; a second signal stops at once)",

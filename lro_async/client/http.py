@@ -6,6 +6,9 @@ transport), so the waiting logic above the seam is the same as over gRPC:
 - ``wait`` posts ``{name}:wait``, an lro_async extension; a 404 (other than lro_async's
   own "operation not found"), 405 or 501 answer means the server has no such route and
   becomes UNIMPLEMENTED, so the waiter remembers it and polls GetOperation instead;
+- waiters share one Server-Sent Events stream, ``POST operations:watch`` (the Watch
+  extension, see :mod:`lro_async.client.sse`), where the server has it; a 404, 405 or 501
+  there is remembered per client and the waiters use ``:wait``;
 - error bodies become the :class:`~lro_async.RpcError` of their ``status`` (else of the
   HTTP status: 429 RESOURCE_EXHAUSTED, 502/503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, all
   retried by the waiter); connection failures are UNAVAILABLE and timeouts
@@ -20,7 +23,7 @@ import functools
 import json
 import ssl
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
 import grpc
@@ -43,7 +46,10 @@ from ..http.wire import (
 )
 from ..protobuf import seconds_duration
 from ..server.rules import ERROR_DOMAIN
+from . import sse
+from .sse import SseWatchStream
 from .transport import Metadata
+from .watching import Change
 
 __all__ = ["Clients", "HttpTransport", "map_http_errors"]
 
@@ -52,6 +58,8 @@ T = TypeVar("T")
 # What a path segment holds as it is (RFC 3986 pchar); anything else is percent-encoded.
 _SAFE = "/:@+~!$&'()*,;="
 _NO_ROUTE = frozenset({404, 405, 501})
+STREAM_READ_TIMEOUT = 120.0
+"""Seconds without a byte (event or heartbeat) after which a Watch stream counts as dead."""
 
 
 @contextlib.contextmanager
@@ -110,6 +118,50 @@ class HttpTransport:
     async def aclose(self) -> None:
         """Close the httpx clients this transport made."""
         await self._clients.aclose()
+
+    def watch_stream(self, metadata: Metadata) -> SseWatchStream:
+        """The client's Watch streams (``POST operations:watch``, Server-Sent Events)."""
+        return SseWatchStream(functools.partial(self._stream, metadata))
+
+    def watch_collection(
+        self,
+        parent: str,
+        *,
+        filter: str,
+        page_size: int,
+        metadata_changes: bool,
+        metadata: Metadata,
+    ) -> AsyncGenerator[Change, None]:
+        """A collection watch: ``GET {parent}/operations:watch`` (Server-Sent Events)."""
+        return sse.watch_collection(
+            functools.partial(self._stream, metadata),
+            f"{_path(parent) if parent else '-'}/operations",
+            filter=filter,
+            page_size=page_size,
+            metadata_changes=metadata_changes,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self,
+        metadata: Metadata,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        body: object | None,
+    ) -> AsyncIterator[httpx.Response]:
+        with map_http_errors(), self._clients.lease() as client:
+            async with client.stream(
+                method,
+                f"{self._base}/{path}",
+                headers=[*_headers(metadata), ("accept", "text/event-stream")],
+                params=params,
+                content=None if body is None else json.dumps(body).encode(),
+                # No deadline: the server's heartbeats (every 15 s by default) show a
+                # stream that is idle but alive; two minutes of silence is a dead one.
+                timeout=httpx.Timeout(30.0, read=STREAM_READ_TIMEOUT),
+            ) as response:
+                yield response
 
     async def get(
         self, name: str, *, timeout: float | None, metadata: Metadata

@@ -13,6 +13,7 @@ from google.longrunning import operations_pb2
 from google.protobuf import any_pb2
 
 from ..errors import RpcError
+from .bulk import BulkResult, OnResult, act_on
 from .operation import AsyncOperation
 from .policy import WaitPolicy
 from .tokens import decode_token
@@ -23,6 +24,7 @@ from .watching import Change
 __all__ = ["ApiCoreOperation", "AsyncOperationsClient"]
 
 R = TypeVar("R")
+_BULK_PAGE = 1000  # the most a server gives per page: fewest ListOperations calls
 M = TypeVar("M")
 
 
@@ -304,7 +306,8 @@ class AsyncOperationsClient:
     ) -> AsyncGenerator[Change, None]:
         """Watch a collection: yield its operations, then every change, over one stream.
 
-        Needs lro_async's Watch extension on the server (gRPC). First a ``"snapshot"``
+        Needs lro_async's Watch extension on the server (over gRPC, or its Server-Sent
+        Events routes over HTTP). First a ``"snapshot"``
         :class:`~lro_async.client.watching.Change` per matching operation and one
         ``"synced"``, then ``"created"``, ``"changed"`` (with *metadata_changes*: each
         metadata change), ``"done"`` and ``"deleted"`` as they happen. It ends when the
@@ -317,7 +320,7 @@ class AsyncOperationsClient:
         :param filter: an AIP-160 filter, as for :meth:`list_operations`.
         :param page_size: snapshot operations per response; 0 lets the server choose.
         :raises RpcError: :class:`InvalidArgument` for a bad parent or filter,
-            :class:`PermissionDenied`; UNIMPLEMENTED without the extension or over HTTP.
+            :class:`PermissionDenied`; UNIMPLEMENTED without the extension.
         """
         open_watch = getattr(self._transport, "watch_collection", None)
         if open_watch is None:
@@ -358,6 +361,123 @@ class AsyncOperationsClient:
             await self._transport.delete(
                 name, timeout=self._timeout(timeout), metadata=self._merge(metadata)
             )
+
+    # -- in bulk ------------------------------------------------------------------------
+
+    async def count_operations(
+        self,
+        parent: str,
+        *,
+        filter: str = "",
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> int:
+        """How many operations under *parent* match *filter*, counted by listing them.
+
+        :param parent: as for :meth:`list_operations`, e.g. ``"projects/p"``; ``""``: all.
+        :param filter: an AIP-160 filter, e.g. ``"done = false"``.
+        :param timeout: the deadline of each page's RPC; None: ``policy.rpc_timeout``.
+        :raises RpcError: e.g. :class:`InvalidArgument` for a bad filter.
+        """
+        count = 0
+        async for _ in self.list_operations(
+            parent, filter=filter, page_size=_BULK_PAGE, timeout=timeout, metadata=metadata
+        ):
+            count += 1
+        return count
+
+    async def cancel_operations(
+        self,
+        parent: str,
+        *,
+        filter: str = "",
+        concurrency: int = 16,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        on_result: OnResult | None = None,
+    ) -> BulkResult:
+        """Cancel every operation under *parent* that *filter* matches.
+
+        Lists the matches first, then cancels them, *concurrency* CancelOperation calls
+        at a time. Operations already done when listed are skipped without an RPC, as
+        are those deleted before their turn; the others are done or failed (with why).
+
+        Example::
+
+            result = await client.cancel_operations("projects/p", filter="done = false")
+            print(len(result.done), len(result.skipped), result.failed)
+
+        :param concurrency: most CancelOperation calls in flight at once.
+        :param timeout: the deadline of each RPC; None: ``policy.rpc_timeout``.
+        :param on_result: called after each operation (for a progress bar).
+        :raises RpcError: if the listing fails (a bad filter: :class:`InvalidArgument`);
+            a refused cancel is a :attr:`BulkResult.failed` entry instead.
+        :raises ValueError: if *concurrency* is below 1.
+        """
+        return await self._in_bulk(
+            parent,
+            filter,
+            self.cancel_operation,
+            skip_done=True,
+            concurrency=concurrency,
+            timeout=timeout,
+            metadata=metadata,
+            on_result=on_result,
+        )
+
+    async def delete_operations(
+        self,
+        parent: str,
+        *,
+        filter: str = "",
+        concurrency: int = 16,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        on_result: OnResult | None = None,
+    ) -> BulkResult:
+        """Delete the record of every operation under *parent* that *filter* matches.
+
+        As :meth:`cancel_operations`, with DeleteOperation: running work is not
+        cancelled; operations already gone when their turn comes are skipped.
+        """
+        return await self._in_bulk(
+            parent,
+            filter,
+            self.delete_operation,
+            skip_done=False,
+            concurrency=concurrency,
+            timeout=timeout,
+            metadata=metadata,
+            on_result=on_result,
+        )
+
+    async def _in_bulk(
+        self,
+        parent: str,
+        filter: str,
+        rpc: Callable[..., Awaitable[None]],
+        *,
+        skip_done: bool,
+        concurrency: int,
+        timeout: float | None,
+        metadata: Metadata,
+        on_result: OnResult | None,
+    ) -> BulkResult:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency!r}")
+        listed = [
+            operation
+            async for operation in self.list_operations(
+                parent, filter=filter, page_size=_BULK_PAGE, timeout=timeout, metadata=metadata
+            )
+        ]
+
+        async def act(name: str) -> None:
+            await rpc(name, timeout=timeout, metadata=metadata)
+
+        return await act_on(
+            listed, act, skip_done=skip_done, concurrency=concurrency, on_result=on_result
+        )
 
     async def wait_operation(
         self,

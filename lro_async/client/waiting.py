@@ -202,8 +202,66 @@ def _closed_error() -> RpcError:
     return RpcError("the AsyncOperationsClient is closed", code=grpc.StatusCode.CANCELLED)
 
 
+class _Flag:
+    """``asyncio.Event`` without its deque (some 600 bytes): every awaited operation has one.
+
+    Each awaiter waits on a future of its own, as with an Event, so cancelling one awaiter
+    leaves the others waiting.
+    """
+
+    __slots__ = ("_futures", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._futures: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        for future in self._futures or ():
+            if not future.done():
+                future.set_result(None)
+
+    async def wait(self) -> Literal[True]:
+        if self._set:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._futures is None:
+            self._futures = []
+        self._futures.append(future)
+        try:
+            await future
+            return True
+        finally:
+            self._futures.remove(future)
+
+
 class Waiter:
     """The single waiter of one operation name on one client; see the module docstring."""
+
+    # One per awaited operation: slots, and no empty containers made before they are needed.
+    __slots__ = (
+        "_bumped",
+        "_error",
+        "_error_tb",
+        "_final",
+        "_latest",
+        "_listeners",
+        "_owner",
+        "_plain_long_poll",
+        "_policy",
+        "_progress_waits",
+        "_retired",
+        "_settled",
+        "_task",
+        "_tickets",
+        "_trace",
+        "_unbounded",
+        "_version",
+        "name",
+    )
 
     def __init__(self, name: str, owner: Waiters) -> None:
         self.name = name
@@ -213,13 +271,13 @@ class Waiter:
         self._unbounded = 0  # tickets without a deadline
         self._listeners = 0  # tickets of progress() iterations
         self._task: asyncio.Task[None] | None = None
-        self._retired: set[asyncio.Task[None]] = set()  # replaced tasks, cancelled, ending
+        self._retired: set[asyncio.Task[None]] | None = None  # replaced, cancelled, ending
         self._plain_long_poll = False  # the task awaits a WaitOperation without the header
         self._progress_waits: Iterator[float] | None = None  # while the header is unproven
         self._latest: operations_pb2.Operation | None = None
         self._version = 0  # bumped on the first state, each metadata change, and the end
         self._bumped: asyncio.Event | None = None  # made by updates(), set at the next bump
-        self._settled = asyncio.Event()
+        self._settled = _Flag()
         self._final: operations_pb2.Operation | None = None
         self._error: Exception | None = None
         self._error_tb: TracebackType | None = None  # raised afresh to each awaiter
@@ -243,6 +301,8 @@ class Waiter:
             # The open call would not return on a metadata change: reopen it with the header.
             previous = self._task
             previous.cancel()
+            if self._retired is None:
+                self._retired = set()
             self._retired.add(previous)
             previous.add_done_callback(self._retired.discard)
             self._task = self._start(previous)
@@ -275,7 +335,7 @@ class Waiter:
         return tasks
 
     def _stop(self) -> list[asyncio.Task[None]]:
-        tasks = [*self._retired, *([self._task] if self._task is not None else [])]
+        tasks = [*(self._retired or ()), *([self._task] if self._task is not None else [])]
         self._task = None
         for task in tasks:
             task.cancel()

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Literal, cast
 
 import grpc
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..v1 import watch_pb2_grpc
     from .transport import Metadata
 
-__all__ = ["Change", "ChangeKind", "WatchStream", "watch_collection"]
+__all__ = ["Change", "ChangeKind", "Multiplexer", "WatchStream", "change_of", "watch_collection"]
 
 logger = logging.getLogger("lro_async")
 
@@ -53,27 +53,12 @@ class _Entry:
         self.latest: operations_pb2.Operation | None = None  # a state nobody awaited yet
 
 
-class WatchStream:
-    """The client's one Watch call, opened when first needed and reopened after a break.
+class Multiplexer:
+    """The waiters' side of a Watch stream, whatever carries it: an entry and a future per
+    awaited operation, resolved by the events the transport reads (:meth:`_dispatch`)."""
 
-    :param channel: the channel to the server (not owned).
-    :param metadata: request metadata of the call.
-    :param telemetry: a span per call (an event per operation it delivers), or None.
-    """
-
-    def __init__(
-        self, channel: grpc.aio.Channel, metadata: Metadata, *, telemetry: Telemetry | None = None
-    ) -> None:
-        self._stub = cast("watch_pb2_grpc.OperationsWatchAsyncStub", OperationsWatchStub(channel))
-        self._metadata = tuple(metadata)
-        self._telemetry = telemetry
-        self._traced: ClientRpc | None = None  # the span of the call open now
-        self._recording = False  # whether that span records events
+    def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
-        self._call: _Call | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._writes: list[WatchRequest] = []
-        self._writer: asyncio.Task[None] | None = None
         self.supported: bool | None = None
         """None until the server answered the stream, False once it said UNIMPLEMENTED."""
 
@@ -91,10 +76,10 @@ class WatchStream:
         entry = self._entries.get(name)
         if entry is None:
             entry = self._entries[name] = _Entry(metadata)
-            self._send(WatchRequest(add=WatchRequest.Add(names=[name], metadata_changes=metadata)))
+            self._want(name, metadata)
         elif metadata and not entry.metadata:
             entry.metadata = True
-            self._send(WatchRequest(add=WatchRequest.Add(names=[name], metadata_changes=True)))
+            self._want(name, True)
         if entry.latest is not None:
             latest, entry.latest = entry.latest, None
             return latest
@@ -104,6 +89,71 @@ class WatchStream:
             return await future
         finally:
             entry.future = None
+
+    def _want(self, name: str, metadata: bool) -> None:
+        """Tell the server that *name* is wanted (with *metadata* changes)."""
+        raise NotImplementedError
+
+    def _dispatch(self, event: Event) -> None:
+        entry = self._entries.get(event.name)
+        if entry is None:
+            return
+        if event.kind == Event.ERROR:
+            del self._entries[event.name]
+            status = event.error
+            error = rpc_error(status_code(status.code), status.message, status.details)
+            if entry.future is not None and not entry.future.done():
+                entry.future.set_exception(error)
+            return
+        if not event.HasField("operation"):
+            return
+        operation = event.operation
+        if operation.done:
+            del self._entries[event.name]
+        if entry.future is not None and not entry.future.done():
+            entry.future.set_result(operation)
+        else:
+            entry.latest = operation
+
+    def _fail(self, error: RpcError, names: Iterable[str] | None = None) -> None:
+        """Fail the waiters of *names* (default: all) with *error*; they are forgotten."""
+        if names is None:
+            entries, self._entries = self._entries, {}
+            failed: Iterable[_Entry] = entries.values()
+        else:
+            failed = [e for n in names if (e := self._entries.pop(n, None)) is not None]
+        for entry in failed:
+            if entry.future is not None and not entry.future.done():
+                entry.future.set_exception(error)
+
+    def _fail_all(self, error: RpcError) -> None:
+        self._fail(error)
+
+
+class WatchStream(Multiplexer):
+    """The client's one Watch call, opened when first needed and reopened after a break.
+
+    :param channel: the channel to the server (not owned).
+    :param metadata: request metadata of the call.
+    :param telemetry: a span per call (an event per operation it delivers), or None.
+    """
+
+    def __init__(
+        self, channel: grpc.aio.Channel, metadata: Metadata, *, telemetry: Telemetry | None = None
+    ) -> None:
+        super().__init__()
+        self._stub = cast("watch_pb2_grpc.OperationsWatchAsyncStub", OperationsWatchStub(channel))
+        self._metadata = tuple(metadata)
+        self._telemetry = telemetry
+        self._traced: ClientRpc | None = None  # the span of the call open now
+        self._recording = False  # whether that span records events
+        self._call: _Call | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._writes: list[WatchRequest] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def _want(self, name: str, metadata: bool) -> None:
+        self._send(WatchRequest(add=WatchRequest.Add(names=[name], metadata_changes=metadata)))
 
     def forget(self, name: str) -> None:
         """Stop watching *name* (the server is told unless it has answered it for good)."""
@@ -208,40 +258,18 @@ class WatchStream:
                 await call.done_writing()
 
     def _dispatch(self, event: Event) -> None:
-        entry = self._entries.get(event.name)
-        if entry is None:
-            return
-        if event.kind == Event.ERROR:
-            del self._entries[event.name]
-            status = event.error
-            error = rpc_error(status_code(status.code), status.message, status.details)
-            if entry.future is not None and not entry.future.done():
-                entry.future.set_exception(error)
-            return
-        if not event.HasField("operation"):
-            return
-        operation = event.operation
-        if self._recording and self._traced is not None and self._traced.span is not None:
-            self._traced.span.add_event(
-                "operation", {"lro_async.operation.name": event.name, "done": operation.done}
+        traced = self._traced
+        if self._recording and traced is not None and traced.span is not None:
+            done = event.HasField("operation") and event.operation.done
+            traced.span.add_event(
+                "operation", {"lro_async.operation.name": event.name, "done": done}
             )
-        if operation.done:
-            del self._entries[event.name]
-        if entry.future is not None and not entry.future.done():
-            entry.future.set_result(operation)
-        else:
-            entry.latest = operation
+        super()._dispatch(event)
 
     def _end_trace(self, code: grpc.StatusCode) -> None:
         traced, self._traced = self._traced, None
         if traced is not None:
             traced.end(code)
-
-    def _fail_all(self, error: RpcError) -> None:
-        entries, self._entries = self._entries, {}
-        for entry in entries.values():
-            if entry.future is not None and not entry.future.done():
-                entry.future.set_exception(error)
 
 
 def _merged(requests: list[WatchRequest]) -> list[WatchRequest]:
@@ -294,6 +322,16 @@ class Change:
     operation: operations_pb2.Operation | None
 
 
+def change_of(event: Event) -> Change | None:
+    """The :class:`Change` a collection's event stands for; None for a kind this client
+    does not know yet (or an error event, which collections do not send)."""
+    kind = _KINDS.get(event.kind)
+    if kind is None:
+        return None
+    operation = event.operation if event.HasField("operation") else None
+    return Change(kind, event.name, operation)
+
+
 async def watch_collection(
     channel: grpc.aio.Channel,
     parent: str,
@@ -320,13 +358,9 @@ async def watch_collection(
             if response is grpc.aio.EOF:
                 return
             for event in cast("watch_pb2.WatchResponse", response).events:
-                kind = _KINDS.get(event.kind)
-                if kind is None:
-                    continue  # a kind this client does not know yet
-                if event.kind == Event.ERROR:  # pragma: no cover - not sent for collections
-                    continue
-                operation = event.operation if event.HasField("operation") else None
-                yield Change(kind, event.name, operation)
+                change = change_of(event)
+                if change is not None:
+                    yield change
     finally:
         call.cancel()
         with contextlib.suppress(Exception):

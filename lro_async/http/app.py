@@ -12,7 +12,11 @@ and google-api-core's REST operations transport:
 ``POST   {name=**/operations/*}:cancel``     CancelOperation
 ``DELETE {name=**/operations/*}``            DeleteOperation
 ``POST   {name=**/operations/*}:wait``       WaitOperation, body ``{"timeout": "30s"}``
+``GET    {parent=**}/operations:watch``      a collection watch (Server-Sent Events)
+``POST   operations:watch``                  a watch of names, body ``{"names": [...]}``
 ==========================================  ===============================================
+
+The two ``:watch`` routes are the Watch extension (see :mod:`lro_async.http.watching`).
 
 ``:wait`` is an lro_async extension: Operations has no HTTP rule for WaitOperation. It is
 held like the gRPC call: until the operation is done, the timeout passes, the server cap
@@ -61,6 +65,7 @@ from .parsing import (
     query_of,
     server_timeout,
 )
+from .watching import SseWatches
 from .wire import (
     JSON_CONTENT_TYPE,
     Json,
@@ -72,6 +77,7 @@ from .wire import (
 
 if TYPE_CHECKING:
     from ..server.manager import OperationManager
+    from .dashboard import Dashboard
 
 __all__ = [
     "ASGIApp",
@@ -136,6 +142,13 @@ class OperationsApp:
         answers.
     :param max_waits: most ``:wait`` requests held at once; past it 429 RESOURCE_EXHAUSTED.
     :param max_body_bytes: the largest request body accepted; past it 413.
+    :param dashboard: also serve the dashboard page at ``/`` (see
+        :mod:`lro_async.http.dashboard`); its routes come before the API's.
+    :param watch: serve the ``:watch`` routes (Server-Sent Events); without them clients
+        fall back to ``:wait``.
+    :param max_watch_names: most names one watch stream watches.
+    :param max_watch_streams: most watch streams one client host holds open; past it 429.
+    :param heartbeat: seconds between two keep-alive comments on an idle watch stream.
     """
 
     def __init__(
@@ -149,6 +162,11 @@ class OperationsApp:
         deadline_margin: float = 0.2,
         max_waits: int = 200_000,
         max_body_bytes: int = 64 * 1024,
+        dashboard: bool = False,
+        watch: bool = True,
+        max_watch_names: int = 100_000,
+        max_watch_streams: int = 16,
+        heartbeat: float = 15.0,
     ) -> None:
         prefix = prefix.rstrip("/")
         if prefix and not prefix.startswith("/"):
@@ -169,6 +187,17 @@ class OperationsApp:
         self.max_body_bytes = max_body_bytes
         self.waiting = 0
         """``:wait`` requests held now."""
+        self.dashboard = _dashboard(self) if dashboard else None
+        self.watches: SseWatches | None = None
+        """The ``:watch`` routes, if served."""
+        if watch:
+            self.watches = SseWatches(
+                manager,
+                authorize=authorize,
+                max_names=max_watch_names,
+                max_streams=max_watch_streams,
+                heartbeat=heartbeat,
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -180,6 +209,10 @@ class OperationsApp:
                 await send({"type": "websocket.close", "code": 1003})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.dashboard is not None and await self.dashboard.handle(scope, send):
+            return
+        if await self._watch(scope, receive, send):
+            return
         name = ""
         headers: list[tuple[bytes, bytes]] = []
         try:
@@ -194,6 +227,20 @@ class OperationsApp:
             if status == 405:
                 headers.append((b"allow", _METHODS.encode()))
         await _respond(send, status, payload, headers)
+
+    async def _watch(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Serve a ``:watch`` request, if this is one: True once it is answered."""
+        path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if self.watches is None or not path.startswith(self.prefix + "/"):
+            return False
+        collection = self.watches.route(scope["method"], path[len(self.prefix) + 1 :])
+        if collection is None:
+            return False
+        await self.watches.serve(scope, receive, send, collection)
+        return True
 
     # -- reading the request ------------------------------------------------------------
 
@@ -333,6 +380,11 @@ def asgi_app(
     deadline_margin: float = 0.2,
     max_waits: int = 200_000,
     max_body_bytes: int = 64 * 1024,
+    dashboard: bool = False,
+    watch: bool = True,
+    max_watch_names: int = 100_000,
+    max_watch_streams: int = 16,
+    heartbeat: float = 15.0,
 ) -> OperationsApp:
     """Serve *manager*'s operations over HTTP/JSON: return an ASGI app.
 
@@ -347,10 +399,21 @@ def asgi_app(
         deadline_margin=deadline_margin,
         max_waits=max_waits,
         max_body_bytes=max_body_bytes,
+        dashboard=dashboard,
+        watch=watch,
+        max_watch_names=max_watch_names,
+        max_watch_streams=max_watch_streams,
+        heartbeat=heartbeat,
     )
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _dashboard(app: OperationsApp) -> Dashboard:
+    from .dashboard import Dashboard
+
+    return Dashboard(app)
 
 
 def _no_route(method: str, path: str) -> _Refused:

@@ -27,6 +27,7 @@ from google.protobuf import message as protobuf_message
 from google.rpc import status_pb2
 
 from ..errors import RpcError, rpc_error
+from ..v1 import watch_pb2
 
 __all__ = [
     "HTTP_STATUS",
@@ -38,6 +39,8 @@ __all__ = [
     "dumps",
     "error_body",
     "error_from_body",
+    "event_from_json",
+    "event_to_json",
     "list_response_from_json",
     "list_response_to_json",
     "operation_from_json",
@@ -300,3 +303,41 @@ def _named_code(name: object) -> grpc.StatusCode | None:
         return None
     code: grpc.StatusCode | None = getattr(_C, name, None)
     return code if isinstance(code, grpc.StatusCode) else None
+
+
+# -- Watch events (Server-Sent Events of the Watch extension) ---------------------------
+
+
+def event_to_json(event: watch_pb2.Event) -> Json:
+    """A Watch ``Event`` in the proto3 JSON mapping: its kind by name."""
+    body: Json = {"kind": watch_pb2.Event.Kind.Name(event.kind)}
+    if event.name:
+        body["name"] = event.name
+    state = event.WhichOneof("state")
+    if state == "operation":
+        body["operation"] = operation_to_json(event.operation)
+    elif state == "error":
+        body["error"] = status_to_json(event.error)
+    return body
+
+
+def event_from_json(data: object) -> watch_pb2.Event:
+    """Read a Watch ``Event``; a kind this reader does not know is KIND_UNSPECIFIED.
+
+    :raises ValueError: if *data* is not an Event.
+    """
+    if not isinstance(data, dict):
+        raise ValueError("an Event must be a JSON object")
+    kind = data.get("kind", "KIND_UNSPECIFIED")
+    if not isinstance(kind, str):
+        raise ValueError("Event.kind must be a string")
+    event = watch_pb2.Event(name=_str(data.get("name", ""), "name"))
+    event.kind = watch_pb2.Event.Kind.Value(kind) if kind in _KIND_NAMES else 0  # type: ignore[assignment]
+    if "operation" in data:
+        event.operation.CopyFrom(operation_from_json(data["operation"]))
+    elif "error" in data:
+        event.error.CopyFrom(status_from_json(data["error"]))
+    return event
+
+
+_KIND_NAMES = frozenset(watch_pb2.Event.Kind.keys())

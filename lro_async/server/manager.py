@@ -128,6 +128,9 @@ class OperationManager:
         self._page_token_key = page_token_key
         self._page_tokens = PageTokens(page_token_key or secrets.token_bytes(32))
         self._hub = Hub()
+        # Waits' and watches' reads go through their own lane of the store (see wait_reads).
+        lane = self.store.wait_reads
+        self._wait_lane = asyncio.Semaphore(lane) if lane is not None else None
         self._tasks = Tasks(self._finish_with, self._response, now_us, telemetry=self.telemetry)
         self._upkeep = Upkeep(self)
         self._opened: asyncio.Task[None] | None = None
@@ -520,7 +523,7 @@ class OperationManager:
                         self.telemetry.noticed((now_us() - watch.finished) / 1e6)
                     return operation
                 seen = watch.changes
-                record = self._visible(name, await self._store.get(name))
+                record = self._visible(name, await self._wait_read(name))
                 operation = record.operation
                 if operation.done or self._hub.closed:
                     if slept and operation.done and self.telemetry is not None:
@@ -539,6 +542,14 @@ class OperationManager:
                 slept = True
         finally:
             self._hub.leave(name, watch)
+
+    async def _wait_read(self, name: str) -> OperationRecord | None:
+        """Read *name* for a waiter or a watch, in their lane: at most ``wait_reads`` at once."""
+        lane = self._wait_lane
+        if lane is None:
+            return await self._store.get(name)
+        async with lane:
+            return await self._store.get(name)
 
     async def list(
         self,

@@ -73,6 +73,9 @@ def server_options(*, max_pending_requests: int = 50_000) -> list[tuple[str, int
     taken would bind it too and the kernel would split clients between the two at random.
     With these options ``add_insecure_port``/``add_secure_port`` of a taken port fails
     instead (grpc.aio raises ``RuntimeError("Failed to bind to address ...")``).
+    Leave ``grpc.aio.server(maximum_concurrent_rpcs=...)`` unset: it counts open waits
+    with every other call, so waits could fill it and starve reads; the servicer's
+    ``max_waits`` bounds waits alone.
 
     :param max_pending_requests: calls that may queue before the server refuses them.
     """
@@ -244,6 +247,11 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         before anything is looked up. None allows everything.
     :param max_waits: most WaitOperation calls held open at once; past it a call gets
         RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` hint instead of more memory.
+        Waits are admitted apart from the other RPCs, which this limit never refuses:
+        however many wait, GetOperation, List, Cancel and Delete answer, and the store
+        reads waits and watches make go through a lane of their own (the store's
+        ``wait_reads``), so they never queue ahead of a Get for a pooled connection or
+        SQLite's worker thread.
     """
 
     def __init__(

@@ -14,10 +14,11 @@ finishes an operation, and across replicas on the shared store's change notifica
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
 from google.longrunning import operations_pb2
@@ -28,6 +29,7 @@ from ..errors import (
     OperationNotFound,
     ResourceExhausted,
     RpcError,
+    StoreError,
     code_number,
 )
 from ..protobuf import metadata_fingerprint, pack, seconds_duration
@@ -45,12 +47,16 @@ if TYPE_CHECKING:
     from .hub import Watch
     from .manager import OperationManager
 
-__all__ = ["WatchServicer"]
+__all__ = ["Read", "Write", "WatchServicer"]
 
 logger = logging.getLogger("lro_async")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Event = watch_pb2.Event
+Read = Callable[[], Awaitable[object]]
+"""The next request of a stream (a ``WatchRequest``), or None when there are no more."""
+Write = Callable[[watch_pb2.WatchResponse], Awaitable[None]]
+"""Sends one response of a stream."""
 
 SERVICE = "lro_async.v1.OperationsWatch"
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -63,6 +69,9 @@ _YIELD_EVERY = 1000  # names handled between two yields to the loop, within one 
 _CHANGE = 1  # something changed; a non-final announcement
 _FINAL = 2  # done, deleted, or the hub closed
 _ADDED = 4  # just added: answer it if it is done already (level-triggered)
+STORE_RETRY = 0.5
+"""Seconds after which a stream reads again the operations its store failed to read: the
+store's weather is the server's to ride out, so a client's watch is not ended by it."""
 
 
 class WatchServicer:
@@ -132,19 +141,32 @@ class WatchServicer:
 
     async def _watch(self, context: Context) -> None:
         caller = caller_of(context)
-        key = self._caller_key(caller)
+
+        async def read() -> object:
+            request = await context.read()
+            return None if request is grpc.aio.EOF else request
+
         try:
-            self._reserve(key)
-            await self.manager._ready()  # opens the store on first use
+            async with self.admit(caller):
+                await self.serve(caller, read, context.write)
         except Exception as exc:
             await _abort(context, exc)
+
+    @contextlib.asynccontextmanager
+    async def admit(self, caller: Caller) -> AsyncIterator[None]:
+        """Count one open stream of *caller* for the block (any transport).
+
+        :raises ResourceExhausted: the caller has ``max_streams`` streams open.
+        :raises RpcError: UNAVAILABLE while the server shuts down; or what opening the
+            store raised.
+        """
+        key = self._caller_key(caller)
+        self._reserve(key)
+        await self.manager._ready()  # opens the store on first use
         self.streams += 1
         self._streams[key] = self._streams.get(key, 0) + 1
-        stream = _Stream(self, context, caller)
         try:
-            await stream.run()
-        except RpcError as exc:
-            await _abort(context, exc)
+            yield
         finally:
             self.streams -= 1
             left = self._streams[key] - 1
@@ -152,6 +174,16 @@ class WatchServicer:
                 self._streams[key] = left
             else:
                 del self._streams[key]
+
+    async def serve(self, caller: Caller, read: Read, write: Write) -> None:
+        """Serve one admitted stream over any transport until it ends.
+
+        :param read: the next request (a ``WatchRequest``, or the servicer's marker of a
+            malformed one); None once the client sends no more.
+        :param write: sends one batched ``WatchResponse``.
+        :raises RpcError: what ends the stream (a bad Collection request, say).
+        """
+        await _Stream(self, read, write, caller).run()
 
     def _reserve(self, key: str) -> None:
         manager = self.manager
@@ -218,15 +250,19 @@ class _Stream:
     second task reads the client's requests.
     """
 
-    def __init__(self, servicer: WatchServicer, context: Context, caller: Caller) -> None:
+    def __init__(self, servicer: WatchServicer, read: Read, write: Write, caller: Caller) -> None:
         self._servicer = servicer
         self._manager = servicer.manager
         self._hub = servicer.manager._hub
-        self._context = context
+        self._read_request = read
+        self._write = write
         self._caller = caller
         self._shared = self._manager._store.recheck_interval
         self._names: dict[str, _Entry] = {}
         self._ready: dict[str, int] = {}
+        # Names the store failed to read (a lock, a dropped connection): read again soon.
+        self._deferred: dict[str, int] = {}
+        self._store_failing = False  # in this round: the rest of the names wait too
         self._queued: list[Event] = []  # events made by the reader (errors)
         self._wakeup: asyncio.Future[None] | None = None
         self._closing = False  # the hub closed: send the latest states and end
@@ -292,6 +328,7 @@ class _Stream:
                     self._ready[name] = self._ready.get(name, 0) | _CHANGE
             ready = self._ready
             self._ready = {}
+            self._store_failing = False
             for name, why in ready.items():
                 event = await self._look(name, why, closing)
                 if event is not None:
@@ -318,7 +355,12 @@ class _Stream:
             return
         self._wakeup = asyncio.get_running_loop().create_future()
         try:
-            if self._shared is None or not self._names:
+            if self._deferred:  # what the store failed to read: again in a moment
+                await asyncio.wait((self._wakeup,), timeout=STORE_RETRY)
+                for name, why in self._deferred.items():
+                    self._ready[name] = self._ready.get(name, 0) | why
+                self._deferred = {}
+            elif self._shared is None or not self._names:
                 await self._wakeup
             else:  # a shared store: re-read now and then, as WaitOperation does
                 done, _ = await asyncio.wait((self._wakeup,), timeout=self._shared)
@@ -333,22 +375,22 @@ class _Stream:
         for event in events:
             event_size = event.ByteSize() + 8
             if batch and size + event_size > MAX_RESPONSE_BYTES:
-                await self._context.write(watch_pb2.WatchResponse(events=batch))
+                await self._write(watch_pb2.WatchResponse(events=batch))
                 batch, size = [], 0
             batch.append(event)
             size += event_size
         if batch:
-            await self._context.write(watch_pb2.WatchResponse(events=batch))
+            await self._write(watch_pb2.WatchResponse(events=batch))
 
     # -- requests ---------------------------------------------------------------------
 
     async def _read(self) -> None:
         try:
             while True:
-                request = await self._context.read()
-                if request is grpc.aio.EOF:
+                request = await self._read_request()
+                if request is None:
                     break
-                await self._handle(request)
+                await self._handle(cast("watch_pb2.WatchRequest | _Malformed", request))
                 self._wake()
         except Exception as exc:  # the call broke: the handler ends with it
             logger.debug("reading a Watch stream ended: %r", exc)
@@ -438,8 +480,19 @@ class _Stream:
             return Event(kind=Event.DONE, name=name, operation=outcome)
         if why == _CHANGE and not (entry.metadata or closing or self._shared is not None):
             return None  # a metadata change nobody asked about
+        if self._store_failing and not closing:
+            self._deferred[name] = self._deferred.get(name, 0) | why
+            return None
         try:
-            record = await self._manager._store.get(name)
+            record = await self._manager._wait_read(name)
+        except StoreError as exc:
+            if closing:  # no later: say why there is no latest state
+                self._drop(name)
+                return _error_event(name, exc)
+            logger.debug("reading %s for a Watch stream failed (%s); reading it again", name, exc)
+            self._store_failing = True
+            self._deferred[name] = self._deferred.get(name, 0) | why
+            return None
         except Exception as exc:
             self._drop(name)
             return _error_event(name, exc)
@@ -524,7 +577,7 @@ class _Stream:
 
     async def _look_collection(self, collection: _Collection, name: str) -> Event | None:
         try:
-            record = await self._manager._store.get(name)
+            record = await self._manager._wait_read(name)
         except Exception as exc:
             return _error_event(name, exc)
         if record is None or self._manager._expired(record):

@@ -144,6 +144,12 @@ class OperationStore(abc.ABC):
     #: ``None`` when every change is notified locally (the store is not shared).
     recheck_interval: float | None = None
 
+    #: Most reads made for waits and watches (WaitOperation, Watch streams) in flight at
+    #: once; ``None``: no bound. A store whose calls share a few connections or a worker
+    #: thread sets it below their number, so that however many wait, a GetOperation (or
+    #: List, Cancel, Delete) never queues behind more than this many of their re-reads.
+    wait_reads: int | None = None
+
     #: Whether a call can suspend on I/O, so that the manager bounds each one with its
     #: ``store_timeout``. A store whose methods never await anything (``MemoryStore``)
     #: sets it False and saves a timer per call; a subclass that adds I/O sets it back.

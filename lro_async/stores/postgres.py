@@ -148,6 +148,9 @@ class PostgresStore(OperationStore):
         self.max_connections = max_connections
         self.timeout = timeout
         self.recheck_interval = recheck_interval
+        # Waiters re-read every recheck_interval: a quarter of the pool is theirs, the rest
+        # is left for Get, List, Cancel, Delete and the writes, however many wait.
+        self.wait_reads = max(1, max_connections // 4)
         self.ping_interval = ping_interval
         self.reconnect = reconnect
         self._table = f'"{schema}".operations'

@@ -145,6 +145,10 @@ class SQLiteStore(OperationStore):
     :param read_only: open an existing file for reading only (see above).
     """
 
+    # One worker thread runs every call in turn: waits and watches keep at most two of
+    # their reads in its queue, so a GetOperation is never far from the front.
+    wait_reads = 1
+
     def __init__(
         self,
         path: str | os.PathLike[str] = "lro_async.db",

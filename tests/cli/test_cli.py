@@ -115,12 +115,15 @@ async def test_wait_on_a_failing_operation_exits_one_with_the_error(
 async def test_watch_prints_each_progress_change(
     server: tuple[str, subprocess.Popen[str]], demo: demo_pb2_grpc.DemoAsyncStub
 ) -> None:
-    op = await demo.Sleep(_sleep(1.0))
+    # Changes 0.5 s apart: each is at least one round trip after the one before, even on a
+    # loaded machine (1 s for five steps sometimes showed two lines).
+    op = await demo.Sleep(_sleep(2.5))
     result = await _cli("watch", op.name, "--target", server[0])
     assert result.returncode == 0, result.stderr
     percents = [line for line in result.stdout.splitlines() if '"percent":' in line]
     assert len(percents) >= 3, result.stdout
     assert '"percent": 100' in result.stdout
+    assert f"{op.name}: 100% " in result.stdout  # the fraction progress_fraction reads
 
 
 async def test_watch_parent_prints_the_snapshot_and_each_change(

@@ -1,4 +1,9 @@
-"""lro_async's HTTP client against its HTTP server: the same AsyncOperation as over gRPC."""
+"""lro_async's HTTP client against its HTTP server: the same AsyncOperation as over gRPC.
+
+These are the per-operation paths (the ``:wait`` long poll, GetOperation polling): the
+server here serves no ``:watch`` routes. The client over the Watch stream is in
+test_watch_client.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import dataclasses
 import random
 import statistics
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -32,6 +38,12 @@ def pct(value: int) -> wrappers_pb2.Int32Value:
     return wrappers_pb2.Int32Value(value=value)
 
 
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    async with serve_http(watch=False) as served:
+        yield served
+
+
 async def long_polled(served: Served, count: int = 1) -> None:
     """Return once *count* long polls are open on the server."""
     while served.manager.watched < count or served.app.waiting < count:
@@ -47,7 +59,8 @@ async def test_await_long_polls_once(served: Served) -> None:
     answer = struct_pb2.Struct(fields={"answer": struct_pb2.Value(number_value=42)})
     await served.manager.complete(proto.name, answer)
     assert (await task)["answer"] == 42
-    assert served.counted.counts == {"POST:wait": 2}  # the probe, then one long poll
+    # One try of the Watch route (404, remembered), the probe, then one long poll.
+    assert served.counted.counts == {"POST:watch": 1, "POST:wait": 2}
 
 
 async def test_a_thousand_operations_with_the_wait_long_poll(served: Served) -> None:
@@ -65,7 +78,8 @@ async def test_a_thousand_operations_with_the_wait_long_poll(served: Served) -> 
         tg.create_task(finish())
         results = await gather(*ops, timeout=30)
     assert [r.value for r in results] == list(range(1000))
-    assert served.counted.counts == {"POST:wait": 1000 + 1}  # + the probe
+    # + the probe, and one try of the Watch route for the whole client (404, remembered)
+    assert served.counted.counts == {"POST:watch": 1, "POST:wait": 1000 + 1}
 
 
 async def test_completion_is_noticed_within_milliseconds(served: Served) -> None:
@@ -86,11 +100,11 @@ async def test_completion_is_noticed_within_milliseconds(served: Served) -> None
             completed[proto.name] = time.perf_counter()
             await served.manager.complete(proto.name)
     assert statistics.median(latencies) < 0.05
-    assert served.counted.counts == {"POST:wait": 30 + 1}
+    assert served.counted.counts == {"POST:watch": 1, "POST:wait": 30 + 1}
 
 
 async def test_without_wait_the_client_polls_get() -> None:
-    async with serve_http(wait=False) as served:
+    async with serve_http(wait=False, watch=False) as served:
         protos = [await served.manager.create(parent="projects/p") for _ in range(50)]
         ops = [served.client.operation(p, result_type=wrappers_pb2.Int64Value) for p in protos]
 
@@ -213,7 +227,8 @@ async def test_progress_over_http_uses_the_header(served: Served) -> None:
         assert seen == [0, 20, 40, 60, 80, 100]
         assert client._waiters.honours_progress
         assert await op == empty_pb2.Empty()
-    assert set(served.counted.counts) == {"POST:wait"}
+    assert set(served.counted.counts) == {"POST:watch", "POST:wait"}
+    assert served.counted.counts["POST:watch"] == 1
     assert served.counted.counts["POST:wait"] <= 1 + 5 + 5
 
 
@@ -230,7 +245,7 @@ async def test_headers_reach_the_authorizer() -> None:
 
 
 async def test_an_unreachable_server_is_unavailable_and_retried() -> None:
-    async with serve_http() as served:
+    async with serve_http(watch=False) as served:
         url = served.url
     async with AsyncOperationsClient.from_url(url, policy=FAST) as client:
         with pytest.raises(RpcError) as caught:
