@@ -215,12 +215,14 @@ async def run_demo(*, store_url: str | None, count: int, seconds: float) -> int:
                         await asyncio.gather(*followers, return_exceptions=True)
             elapsed = time.monotonic() - started
             counts = counter.by_method("google.longrunning.Operations")
+            streams = sum(counter.by_method("lro_async.v1.OperationsWatch").values())
             rpcs = sum(counts.values())
     console.print(_summary(plan, ops, outcomes))
     by_method = ", ".join(f"{n} {m}" for m, n in sorted(counts.items()))
     console.print(
-        f"{len(ops)} operations in {elapsed:.2f}s. The client made {rpcs} Operations RPCs "
-        f"({by_method}); with progress bars, each metadata change costs one WaitOperation."
+        f"{len(ops)} operations in {elapsed:.2f}s. The client waited for all of them, progress "
+        f"included, over {streams} Watch stream(s), and made {rpcs} other Operations RPCs"
+        + (f" ({by_method})." if by_method else ".")
     )
     surprises = sum(o.state != p.expect for o, p in zip(outcomes, plan, strict=True))
     if surprises:
