@@ -185,7 +185,11 @@ class WatchStream(Multiplexer):
     # -- the call ---------------------------------------------------------------------
 
     def _send(self, request: WatchRequest) -> None:
-        if self._call is None or self._call.done():
+        call, reader = self._call, self._reader
+        # A call that has ended but whose reader has not seen it yet (an UNIMPLEMENTED on
+        # its way): the reader fails every waiter, this one included, with that status;
+        # opening another call now would ask a server without the extension twice.
+        if call is None or (call.done() and (reader is None or reader.done())):
             self._open()
         self._writes.append(request)
         if self._writer is None or self._writer.done():
