@@ -11,6 +11,7 @@ from google.protobuf import empty_pb2
 from lro_async.client.operations import AsyncOperationsClient
 from lro_async.errors import OperationTimeout
 
+from ..waiting import until
 from .polling_server import OperationsTestServer
 
 LATE = 0.05  # how late a timeout may fire, at most (a loaded 2-core machine)
@@ -54,7 +55,10 @@ async def test_without_a_timeout_each_long_poll_asks_for_the_policy_wait(
 ) -> None:
     name = long_poll_server.create()
     task = asyncio.create_task(long_poll_client.operation(name).result())
-    await asyncio.sleep(0.05)
+    await until(
+        lambda: len(long_poll_server.wait_timeouts) == 2,
+        "the client never sent its long poll after the probe",
+    )
     long_poll_server.complete(name, empty_pb2.Empty())
     await task
     assert long_poll_server.wait_timeouts == [0.0, long_poll_client.policy.long_poll]
