@@ -11,33 +11,12 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
-import grpc
-
-from ..errors import (
-    InvalidArgument,
-    LroError,
-    OperationNotFound,
-    OperationTimeout,
-    RpcError,
-)
+from .exits import EXIT_INTERRUPTED, EXIT_PIPE, CommandError, errors
 
 __all__ = ["main"]
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_RPC, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
-EXIT_PARTIAL = 6  # cancel/delete --filter: some of the operations failed
-EXIT_INTERRUPTED = 130
-EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a Unix tool stopped by `| head`
-
-
-class CommandError(Exception):
-    """A one-line error for the user, with the exit code to leave with."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,10 +82,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
         return await serve_command(args)
     if args.command == "demo":
-        from ..demo.run import run_demo
+        from .serve import demo_command
 
-        with _errors():
-            return await run_demo(store_url=args.store, count=args.operations, seconds=args.seconds)
+        with errors():
+            return await demo_command(args)
     from . import ops
 
     handlers: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
@@ -119,47 +98,5 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "delete": ops.delete,
         "start": ops.start,
     }
-    with _errors(tls=ops.uses_tls(args)):
+    with errors(tls=ops.uses_tls(args)):
         return await handlers[args.command](args)
-
-
-def unreachable(exc: RpcError, *, tls: bool) -> str:
-    """What a failure to reach the server says, with a hint when TLS may be the cause."""
-    detail = exc.message or exc.code.name
-    if "Socket closed" in detail and not tls:
-        detail += " (if the server uses TLS, connect with --tls-ca)"
-    elif "WRONG_VERSION_NUMBER" in detail or ("handshake" in detail.lower() and tls):
-        if "CERTIFICATE_VERIFY_FAILED" in detail:
-            detail += " (the server's certificate is not signed by --tls-ca)"
-        elif "WRONG_VERSION_NUMBER" in detail:
-            detail += " (is the server plaintext? then drop the --tls-* options)"
-        else:
-            detail += " (does the server require a client certificate? --tls-cert, --tls-key)"
-    elif tls and "Socket closed" in detail:
-        detail += " (does the server require a client certificate? --tls-cert, --tls-key)"
-    return f"cannot reach the server: {detail}"
-
-
-@contextlib.contextmanager
-def _errors(*, tls: bool = False) -> Iterator[None]:
-    """Turn the errors a command can meet into one-line messages and exit codes."""
-    try:
-        yield
-    except BrokenPipeError:
-        raise
-    except OperationTimeout as exc:
-        raise CommandError(str(exc) or "timed out", EXIT_TIMEOUT) from exc
-    except OperationNotFound as exc:
-        raise CommandError(exc.message or "operation not found", EXIT_NOT_FOUND) from exc
-    except (InvalidArgument, ValueError) as exc:
-        raise CommandError(getattr(exc, "message", None) or str(exc), EXIT_USAGE) from exc
-    except RpcError as exc:
-        if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            raise CommandError(unreachable(exc, tls=tls), EXIT_RPC) from exc
-        raise CommandError(str(exc), EXIT_RPC) from exc
-    except (LroError, OSError) as exc:
-        raise CommandError(_one_line(str(exc)), EXIT_RPC) from exc
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split()) or "failed"

@@ -15,8 +15,8 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from ..errors import InvalidArgument
-from ..server.listing import parse_filter
-from ..server.names import check_name, list_parent
+from ..filtering import parse_filter
+from ..names import check_name, list_parent
 from ..stores import from_url
 
 __all__ = ["EXIT_CODES", "parser"]

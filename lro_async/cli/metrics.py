@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .. import telemetry
-from . import EXIT_RPC, EXIT_USAGE, CommandError
+from .exits import EXIT_RPC, EXIT_USAGE, CommandError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider

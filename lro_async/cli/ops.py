@@ -27,7 +27,8 @@ from ..client.operation import AsyncOperation
 from ..client.operations import AsyncOperationsClient
 from ..client.policy import channel_options
 from ..errors import OperationFailed, OperationTimeout, RpcError
-from . import (
+from . import render
+from .exits import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_PARTIAL,
@@ -35,7 +36,6 @@ from . import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
     CommandError,
-    render,
     unreachable,
 )
 from .reflection import TypeResolver

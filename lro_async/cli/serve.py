@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -23,7 +24,7 @@ from ..errors import LroError
 from ..server.manager import OperationManager
 from ..server.servicer import server_options
 from ..stores import OperationStore, from_url
-from . import EXIT_OK, EXIT_RPC, EXIT_USAGE, CommandError
+from .exits import EXIT_OK, EXIT_RPC, EXIT_USAGE, CommandError
 from .metrics import check_metrics_extra, metrics_server
 from .reflection import V1_SERVICE_NAME, enable_reflection
 from .tls import check_files
@@ -413,3 +414,18 @@ async def serve_forever(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     print("lro-async: stopped", file=sys.stderr, flush=True)
+
+
+async def demo_command(args: argparse.Namespace) -> int:
+    """``lro-async demo``: a server on a scratch SQLite file (or ``--store``), then the demo."""
+    from ..demo.run import check_plan, run_demo
+    from ..testing import RpcCounter
+
+    check_plan(args.operations, args.seconds)
+    counter = RpcCounter()
+    with tempfile.TemporaryDirectory(prefix="lro-async-demo-") as folder:
+        url = args.store or f"sqlite:///{folder}/demo.db"
+        async with running_server("127.0.0.1", 0, url, grace=1.0, interceptors=[counter]) as server:
+            return await run_demo(
+                server.target, counter, store=url, count=args.operations, seconds=args.seconds
+            )

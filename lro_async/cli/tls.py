@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 
-from . import EXIT_USAGE, CommandError
+from .exits import EXIT_USAGE, CommandError
 
 __all__ = ["PemFiles", "check_files", "read_pem"]
 

@@ -37,15 +37,16 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed in tests
     raise ImportError("HTTP clients need the http extra: pip install 'lro-async[http]'") from exc
 
-from ..http.parsing import SERVER_TIMEOUT_HEADER
-from ..http.wire import (
+from ..protobuf import seconds_duration
+from ..wire import (
+    ERROR_DOMAIN,
+    OPERATION_NOT_FOUND,
+    SERVER_TIMEOUT_HEADER,
     Json,
     error_from_body,
     list_response_from_json,
     operation_from_json,
 )
-from ..protobuf import seconds_duration
-from ..server.rules import ERROR_DOMAIN
 from . import sse
 from .sse import SseWatchStream
 from .transport import Metadata
@@ -357,5 +358,5 @@ def _missing_operation(error: RpcError) -> bool:
     for detail in error.details:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
-            return info.domain == ERROR_DOMAIN and info.reason == "OPERATION_NOT_FOUND"
+            return info.domain == ERROR_DOMAIN and info.reason == OPERATION_NOT_FOUND
     return False

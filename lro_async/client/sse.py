@@ -26,7 +26,7 @@ import grpc
 import httpx
 
 from ..errors import RpcError
-from ..http.wire import error_from_body, event_from_json
+from ..wire import error_from_body, event_from_json
 from .watching import Change, Multiplexer, change_of
 
 if TYPE_CHECKING:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -28,7 +27,7 @@ from ..protobuf import seconds_duration, timestamp_datetime
 from ..testing import RpcCounter
 from . import demo_pb2, demo_pb2_grpc
 
-__all__ = ["run_demo"]
+__all__ = ["check_plan", "run_demo"]
 
 PARENT = "projects/demo"
 _FAIL = grpc.StatusCode.FAILED_PRECONDITION
@@ -163,60 +162,65 @@ def _summary(
     return table
 
 
-async def run_demo(*, store_url: str | None, count: int, seconds: float) -> int:
-    """Run the demo; return 0 if every operation ended as planned, else 1."""
-    from ..cli.serve import running_server
-
+def check_plan(count: int, seconds: float) -> None:
+    """:raises ValueError: unless 1-1000 operations of 0.1-600 seconds."""
     if not 1 <= count <= 1000 or not 0.1 <= seconds <= 600:
         raise ValueError("the demo takes 1-1000 operations of 0.1-600 seconds")
+
+
+async def run_demo(
+    target: str, counter: RpcCounter, *, store: str, count: int, seconds: float
+) -> int:
+    """Run the demo against *target*; return 0 if every operation ended as planned, else 1.
+
+    :param counter: the server's RPC counter (an interceptor of that server), for the summary.
+    :param store: the server's store, as the summary names it.
+    """
+    check_plan(count, seconds)
     console = Console()
-    counter = RpcCounter()
-    with tempfile.TemporaryDirectory(prefix="lro-async-demo-") as folder:
-        url = store_url or f"sqlite:///{folder}/demo.db"
-        async with running_server("127.0.0.1", 0, url, grace=1.0, interceptors=[counter]) as server:
-            console.print(f"[bold]lro-async demo[/]: server on {server.target}, store {url}")
-            plan = _plan(count, seconds)
-            async with (
-                grpc.aio.insecure_channel(server.target) as channel,
-                AsyncOperationsClient(channel) as client,
-            ):
-                stub = cast("demo_pb2_grpc.DemoAsyncStub", demo_pb2_grpc.DemoStub(channel))
-                started = time.monotonic()
-                ops = [
-                    client.operation(
-                        await p.start(stub),
-                        result_type=p.result_type,
-                        metadata_type=p.metadata_type,
-                    )
-                    for p in plan
-                ]
-                outcomes = [_Outcome() for _ in ops]
-                columns = (
-                    TextColumn("{task.description:<22}"),
-                    BarColumn(),
-                    TextColumn("{task.percentage:>3.0f}%"),
-                    TimeElapsedColumn(),
-                )
-                with Progress(*columns, console=console) as bars:
-                    tasks = [bars.add_task(p.label, total=100) for p in plan]
-                    followers = [
-                        asyncio.create_task(_follow(op, bars, task, p.cancel_after))
-                        for op, task, p in zip(ops, tasks, plan, strict=True)
-                    ]
-                    try:
-                        async for op in as_completed(ops):
-                            index = ops.index(op)
-                            await _settle(op, outcomes[index], started)
-                            mark = "✓" if outcomes[index].state == "done" else "✗"
-                            bars.update(tasks[index], description=f"{mark} {plan[index].label}")
-                    finally:
-                        for follower in followers:
-                            follower.cancel()
-                        await asyncio.gather(*followers, return_exceptions=True)
-            elapsed = time.monotonic() - started
-            counts = counter.by_method("google.longrunning.Operations")
-            streams = sum(counter.by_method("lro_async.v1.OperationsWatch").values())
-            rpcs = sum(counts.values())
+    console.print(f"[bold]lro-async demo[/]: server on {target}, store {store}")
+    plan = _plan(count, seconds)
+    async with (
+        grpc.aio.insecure_channel(target) as channel,
+        AsyncOperationsClient(channel) as client,
+    ):
+        stub = cast("demo_pb2_grpc.DemoAsyncStub", demo_pb2_grpc.DemoStub(channel))
+        started = time.monotonic()
+        ops = [
+            client.operation(
+                await p.start(stub),
+                result_type=p.result_type,
+                metadata_type=p.metadata_type,
+            )
+            for p in plan
+        ]
+        outcomes = [_Outcome() for _ in ops]
+        columns = (
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console) as bars:
+            tasks = [bars.add_task(p.label, total=100) for p in plan]
+            followers = [
+                asyncio.create_task(_follow(op, bars, task, p.cancel_after))
+                for op, task, p in zip(ops, tasks, plan, strict=True)
+            ]
+            try:
+                async for op in as_completed(ops):
+                    index = ops.index(op)
+                    await _settle(op, outcomes[index], started)
+                    mark = "✓" if outcomes[index].state == "done" else "✗"
+                    bars.update(tasks[index], description=f"{mark} {plan[index].label}")
+            finally:
+                for follower in followers:
+                    follower.cancel()
+                await asyncio.gather(*followers, return_exceptions=True)
+    elapsed = time.monotonic() - started
+    counts = counter.by_method("google.longrunning.Operations")
+    streams = sum(counter.by_method("lro_async.v1.OperationsWatch").values())
+    rpcs = sum(counts.values())
     console.print(_summary(plan, ops, outcomes))
     by_method = ", ".join(f"{n} {m}" for m, n in sorted(counts.items()))
     console.print(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..wire import SERVER_TIMEOUT_HEADER as SERVER_TIMEOUT_HEADER
 from .app import OperationsApp as OperationsApp
 from .app import asgi_app as asgi_app
-from .parsing import SERVER_TIMEOUT_HEADER as SERVER_TIMEOUT_HEADER
 
 if TYPE_CHECKING:
     from .server import HttpServer as HttpServer

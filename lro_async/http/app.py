@@ -35,30 +35,36 @@ import asyncio
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.longrunning import operations_pb2
 
-from ..errors import RpcError
+from ..names import check_name, list_parent
 from ..protobuf import WAIT_MODE_HEADER, parse_progress_header
 from ..server.auth import Authorizer, Caller, Rpc
-from ..server.names import check_name, list_parent
 
 # The gRPC servicer's own rules, so that both transports answer alike.
 from ..server.rules import (
     check_access,
-    error_parts,
     listed,
     refuse_partial_success,
     reserve_wait,
     wait_bound,
 )
+from ..wire import (
+    Json,
+    list_response_to_json,
+    operation_to_json,
+)
+from .answers import ClientGone, Refused, error_response, read_body, respond
+from .dashboard import Dashboard
 from .parsing import (
+    Receive,
     Scope,
+    Send,
     caller_of_scope,
-    header,
     list_parameters,
     no_parameters,
     parse_body,
@@ -66,18 +72,9 @@ from .parsing import (
     server_timeout,
 )
 from .watching import SseWatches
-from .wire import (
-    JSON_CONTENT_TYPE,
-    Json,
-    dumps,
-    error_body,
-    list_response_to_json,
-    operation_to_json,
-)
 
 if TYPE_CHECKING:
     from ..server.manager import OperationManager
-    from .dashboard import Dashboard
 
 __all__ = [
     "ASGIApp",
@@ -90,26 +87,9 @@ __all__ = [
 
 logger = logging.getLogger("lro_async")
 
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _METHODS = "GET, POST, DELETE"
-
-
-class _Refused(RpcError):
-    """A request refused before it reaches the manager: no route, no method, too large."""
-
-    def __init__(
-        self, message: str, *, code: grpc.StatusCode, reason: str, http_status: int | None = None
-    ) -> None:
-        super().__init__(message, code=code)
-        self.reason = reason
-        self.http_status = http_status
-
-
-class _ClientGone(Exception):
-    """The client disconnected before the answer was ready."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -187,7 +167,7 @@ class OperationsApp:
         self.max_body_bytes = max_body_bytes
         self.waiting = 0
         """``:wait`` requests held now."""
-        self.dashboard = _dashboard(self) if dashboard else None
+        self.dashboard = Dashboard(self) if dashboard else None
         self.watches: SseWatches | None = None
         """The ``:watch`` routes, if served."""
         if watch:
@@ -218,15 +198,19 @@ class OperationsApp:
         try:
             request = self._route(scope)
             name = request.name
-            body = await self._body(scope, receive) if scope["method"] == "POST" else b""
+            body = (
+                await read_body(scope, receive, self.max_body_bytes)
+                if scope["method"] == "POST"
+                else b""
+            )
             status, payload = 200, await self._serve(request, body, receive)
-        except _ClientGone:
+        except ClientGone:
             return
         except Exception as exc:
-            status, payload = _error(exc, name)
+            status, payload = error_response(exc, "an HTTP request", name)
             if status == 405:
                 headers.append((b"allow", _METHODS.encode()))
-        await _respond(send, status, payload, headers)
+        await respond(send, status, payload, headers)
 
     async def _watch(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Serve a ``:watch`` request, if this is one: True once it is answered."""
@@ -273,39 +257,13 @@ class OperationsApp:
             else:
                 raise _no_route(method, path)
         else:
-            raise _Refused(
+            raise Refused(
                 f"method {method[:20]} is not allowed; use {_METHODS}",
                 code=grpc.StatusCode.UNIMPLEMENTED,
                 reason="METHOD_NOT_ALLOWED",
                 http_status=405,
             )
         return _Request(rpc, name, query_of(scope), caller_of_scope(scope))
-
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        length = header(scope, "content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            raise self._too_large()
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise self._too_large()
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    def _too_large(self) -> _Refused:
-        return _Refused(
-            f"the request body is larger than {self.max_body_bytes} bytes",
-            code=grpc.StatusCode.INVALID_ARGUMENT,
-            reason="BODY_TOO_LARGE",
-            http_status=413,
-        )
 
     # -- answering ----------------------------------------------------------------------
 
@@ -345,7 +303,7 @@ class OperationsApp:
 
     async def _wait(self, request: _Request, body: bytes, receive: Receive) -> Json:
         if not self.wait:
-            raise _Refused(
+            raise Refused(
                 "this server does not serve ':wait'; poll GetOperation instead",
                 code=grpc.StatusCode.UNIMPLEMENTED,
                 reason="WAIT_NOT_SERVED",
@@ -410,14 +368,8 @@ def asgi_app(
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _dashboard(app: OperationsApp) -> Dashboard:
-    from .dashboard import Dashboard
-
-    return Dashboard(app)
-
-
-def _no_route(method: str, path: str) -> _Refused:
-    return _Refused(
+def _no_route(method: str, path: str) -> Refused:
+    return Refused(
         f"no route for {method[:20]} {path[:100]!r}",
         code=grpc.StatusCode.NOT_FOUND,
         reason="NO_ROUTE",
@@ -427,7 +379,7 @@ def _no_route(method: str, path: str) -> _Refused:
 async def _unless_disconnected(
     waited: Coroutine[Any, Any, operations_pb2.Operation], receive: Receive
 ) -> operations_pb2.Operation:
-    """Await *waited*, or stop and raise :class:`_ClientGone` if the client leaves first.
+    """Await *waited*, or stop and raise :class:`ClientGone` if the client leaves first.
 
     An abandoned long poll must not hold its place (and its count) for minutes.
     """
@@ -441,41 +393,13 @@ async def _unless_disconnected(
         watching.cancel()
         await asyncio.wait([waiting, watching])
     if waiting.cancelled():
-        raise _ClientGone
+        raise ClientGone
     return waiting.result()
 
 
 async def _disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-def _error(exc: Exception, name: str) -> tuple[int, Json]:
-    """The one place where an exception becomes an HTTP error response."""
-    refused = exc if isinstance(exc, _Refused) else None
-    reason = refused.reason if refused is not None else None
-    code, message, details = error_parts(exc, "an HTTP request", name, reason=reason)
-    http_status = refused.http_status if refused is not None else None
-    return error_body(code, message, details, http_status=http_status)
-
-
-async def _respond(
-    send: Send, status: int, payload: Json, headers: list[tuple[bytes, bytes]]
-) -> None:
-    body = dumps(payload)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", JSON_CONTENT_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

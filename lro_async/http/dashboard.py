@@ -37,14 +37,15 @@ from typing import TYPE_CHECKING
 from google.longrunning import operations_pb2
 
 from ..errors import InvalidArgument
+from ..names import list_parent
 from ..progress import progress_fraction
-from ..server.names import list_parent
 from ..server.rules import check_access, listed
-from .parsing import caller_of_scope, query_of
-from .wire import JSON_CONTENT_TYPE, Json, dumps, operation_to_json
+from ..wire import JSON_CONTENT_TYPE, Json, dumps, operation_to_json
+from .answers import error_response
+from .parsing import Scope, Send, caller_of_scope, query_of
 
 if TYPE_CHECKING:
-    from .app import OperationsApp, Scope, Send
+    from .app import OperationsApp
 
 __all__ = ["SCAN_LIMIT", "Dashboard"]
 
@@ -85,12 +86,10 @@ class Dashboard:
         if path == "/index.html":
             path = "/"
         if path == _API:
-            from .app import _error
-
             try:
                 status, payload = 200, await self._list(scope)
             except Exception as exc:
-                status, payload = _error(exc, "")
+                status, payload = error_response(exc, "a dashboard read", "")
             await _send(send, status, dumps(payload), JSON_CONTENT_TYPE, scope)
             return True
         found = self._files.get(path)

@@ -7,7 +7,7 @@ import json
 import math
 import re
 import urllib.parse
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -15,11 +15,13 @@ from google.protobuf.message import Message
 
 from ..errors import InvalidArgument
 from ..server.auth import Caller
+from ..wire import SERVER_TIMEOUT_HEADER
 
 __all__ = [
-    "SERVER_TIMEOUT_HEADER",
     "ListParameters",
+    "Receive",
     "Scope",
+    "Send",
     "caller_of_scope",
     "header",
     "list_parameters",
@@ -32,9 +34,12 @@ __all__ = [
 M = TypeVar("M", bound=Message)
 Scope = MutableMapping[str, Any]
 """An ASGI connection scope."""
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+"""An ASGI receive callable."""
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+"""An ASGI send callable."""
 
 #: A request header giving the client's deadline in seconds, as Google's front ends read it.
-SERVER_TIMEOUT_HEADER = "x-server-timeout"
 
 # Google's system parameters: accepted anywhere, and ignored.
 _SYSTEM_PARAMETERS = frozenset({"$alt", "alt", "$.xgafv", "prettyPrint", "key", "quotaUser"})

@@ -30,18 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
-import grpc
-
-from ..errors import InvalidArgument, RpcError
+from ..errors import InvalidArgument
 from ..server.auth import Caller
-from ..server.rules import error_parts
 from ..server.watching import WatchServicer
 from ..v1 import watch_pb2
-from .parsing import Scope, caller_of_scope, header, parse_body, query_of
-from .wire import JSON_CONTENT_TYPE, Json, dumps, error_body, event_to_json
+from ..wire import dumps, event_to_json
+from .answers import ClientGone, error_response, read_body, respond
+from .parsing import Receive, Scope, Send, caller_of_scope, parse_body, query_of
 
 if TYPE_CHECKING:
     from ..server.auth import Authorizer
@@ -51,8 +49,6 @@ __all__ = ["SSE_CONTENT_TYPE", "SseWatches", "WATCH_VERB"]
 
 logger = logging.getLogger("lro_async")
 
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 WATCH_VERB = ":watch"
@@ -138,7 +134,7 @@ class SseWatches:
                 if first.HasField("add"):
                     await stream.start()  # a names watch answers at once, even if idle
                 await _until_gone(self._run(caller, first, stream), receive)
-        except _Gone:
+        except ClientGone:
             return
         except Exception as exc:
             await stream.fail(exc, "" if collection in ("", "-") else collection)
@@ -171,27 +167,9 @@ class SseWatches:
             return watch_pb2.WatchRequest(collection=request)
         if query_of(scope):
             raise InvalidArgument("a names watch takes its names in the body, not the query")
-        body = await self._body(scope, receive)
+        body = await read_body(scope, receive, self.max_body_bytes)
         add = parse_body(body, watch_pb2.WatchRequest.Add(), "")
         return watch_pb2.WatchRequest(add=add)
-
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        length = header(scope, "content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            raise _too_large(self.max_body_bytes)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Gone
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _too_large(self.max_body_bytes)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
     async def _run(self, caller: Caller, first: watch_pb2.WatchRequest, stream: _SseStream) -> None:
         requests = [first]
@@ -202,23 +180,8 @@ class SseWatches:
         await self.servicer.serve(caller, read, stream.write)
 
 
-class _Gone(Exception):
-    """The client left."""
-
-
-class _TooLarge(RpcError):
-    reason = "BODY_TOO_LARGE"
-    http_status = 413
-
-
-def _too_large(limit: int) -> RpcError:
-    return _TooLarge(
-        f"the request body is larger than {limit} bytes", code=grpc.StatusCode.INVALID_ARGUMENT
-    )
-
-
 async def _until_gone(serving: Awaitable[None], receive: Receive) -> None:
-    """Serve until the stream ends, or stop (raising :class:`_Gone`) when the client leaves."""
+    """Serve until the stream ends, or stop (raising :class:`ClientGone`) when the client leaves."""
     loop = asyncio.get_running_loop()
     task = loop.create_task(_awaited(serving), name="lro_async:sse-watch")
     gone = loop.create_task(_disconnected(receive), name="lro_async:sse-disconnect")
@@ -229,7 +192,7 @@ async def _until_gone(serving: Awaitable[None], receive: Receive) -> None:
         gone.cancel()
         await asyncio.wait([task, gone])
     if task.cancelled():
-        raise _Gone
+        raise ClientGone
     task.result()
 
 
@@ -297,30 +260,10 @@ class _SseStream:
 
     async def fail(self, exc: Exception, name: str) -> None:
         """Answer *exc*: as an error response, or as the stream's last event if it started."""
-        code, message, details = error_parts(exc, "a Watch request", name, reason=_reason(exc))
-        http_status = getattr(exc, "http_status", None)
-        status, body = error_body(code, message, details, http_status=http_status)
+        status, body = error_response(exc, "a Watch request", name)
         with contextlib.suppress(Exception):  # the client may have gone meanwhile
             if self._started:
                 await self._chunk(b"event: error\ndata: %s\n\n" % dumps(body))
                 await self.end()
             else:
-                await _respond_error(self._send, status, body)
-
-
-def _reason(exc: Exception) -> str | None:
-    reason = getattr(exc, "reason", None)
-    return reason if isinstance(reason, str) else None
-
-
-async def _respond_error(send: Send, status: int, body: Json) -> None:
-    payload = dumps(body)
-    headers = [
-        (b"content-type", JSON_CONTENT_TYPE.encode()),
-        (b"content-length", str(len(payload)).encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    if status == 429:
-        headers.append((b"retry-after", b"1"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+                await respond(self._send, status, body)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..backoff import Backoff
 from ..errors import OperationNotFound, StoreError
-from ..stores.base import parent_of
+from ..names import parent_of
 
 if TYPE_CHECKING:
     from google.longrunning import operations_pb2

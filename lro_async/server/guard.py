@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from google.protobuf import any_pb2
     from google.rpc import status_pb2
 
+    from ..filtering import Filter
     from ..stores.base import Lease, OperationRecord, PageKey, Records, Written
     from ..telemetry import Telemetry
-    from .listing import Filter
 
 __all__ = ["GuardedStore"]
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
-from ..stores.base import parent_of
+from ..names import parent_of
 
 if TYPE_CHECKING:
     from google.longrunning import operations_pb2

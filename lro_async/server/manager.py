@@ -24,6 +24,8 @@ from ..errors import (
     code_number,
     status_code,
 )
+from ..filtering import parse_filter
+from ..names import check_name, check_parent, check_request_id, new_name
 from ..protobuf import metadata_fingerprint, pack, status_of
 from ..stores.base import Lease, OperationRecord, OperationStore, Written
 from ..stores.memory import MemoryStore
@@ -32,8 +34,6 @@ from .auth import Authorizer
 from .context import OperationContext
 from .guard import GuardedStore
 from .hub import Hub
-from .listing import parse_filter
-from .names import check_name, check_parent, check_request_id, new_name
 from .servicer import AsyncOperationsServicer
 from .tasks import SHUT_DOWN, Outcome, Tasks
 from .tokens import PageTokens

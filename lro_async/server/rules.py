@@ -17,13 +17,13 @@ from google.rpc import error_details_pb2
 
 from ..errors import InvalidArgument, PermissionDenied, ResourceExhausted, RpcError, StoreError
 from ..protobuf import duration_seconds, pack, seconds_duration
+from ..wire import ERROR_DOMAIN, OPERATION_NOT_FOUND
 from .auth import Access, Authorizer, Caller, Rpc, is_allowed
 
 if TYPE_CHECKING:
     from google.protobuf import duration_pb2
 
 __all__ = [
-    "ERROR_DOMAIN",
     "check_access",
     "error_parts",
     "listed",
@@ -34,7 +34,6 @@ __all__ = [
 
 logger = logging.getLogger("lro_async")
 
-ERROR_DOMAIN = "lro-async"
 """The ``google.rpc.ErrorInfo.domain`` of every error status lro_async's servers send."""
 
 _MAX_DURATION_SECONDS = 315_576_000_000  # the range google.protobuf.Duration allows
@@ -124,7 +123,7 @@ def _reason(code: grpc.StatusCode, exc: Exception) -> str:
     if isinstance(exc, StoreError):
         return "STORE_UNAVAILABLE"
     return {
-        grpc.StatusCode.NOT_FOUND: "OPERATION_NOT_FOUND",
+        grpc.StatusCode.NOT_FOUND: OPERATION_NOT_FOUND,
         grpc.StatusCode.UNAVAILABLE: "SERVER_UNAVAILABLE",
     }.get(code, code.name)
 

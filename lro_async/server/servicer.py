@@ -19,15 +19,15 @@ from ..errors import (
     InvalidArgument,
     code_number,
 )
+from ..names import check_name, list_parent
 from ..protobuf import (
     WAIT_MODE_HEADER,
     parse_progress_header,
 )
 from ..telemetry import OPERATIONS
+from ..wire import ERROR_DOMAIN
 from .auth import Authorizer, Rpc, caller_of
-from .names import check_name, list_parent
 from .rules import (
-    ERROR_DOMAIN,
     check_access,
     error_parts,
     listed,

@@ -32,12 +32,12 @@ from ..errors import (
     StoreError,
     code_number,
 )
+from ..filtering import Filter, parse_filter
+from ..names import check_name, list_parent
 from ..protobuf import metadata_fingerprint, pack, seconds_duration
 from ..telemetry import WATCH
 from ..v1 import watch_pb2
 from .auth import Authorizer, Caller, caller_of
-from .listing import Filter, parse_filter
-from .names import check_name, list_parent
 from .rules import check_access, error_parts, listed
 from .servicer import _bounded, _Malformed, _parser
 from .upkeep import now_us

@@ -11,7 +11,7 @@ import re
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
-from ..server.listing import Filter as Filter
+from ..filtering import Filter as Filter
 from .base import Lease as Lease
 from .base import OperationRecord as OperationRecord
 from .base import OperationStore as OperationStore

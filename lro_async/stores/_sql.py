@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Final
 
 from google.longrunning import operations_pb2
 
-from ..server.listing import And, Compare, Not, Or
+from ..filtering import And, Compare, Not, Or
 from .base import OperationRecord
 
 if TYPE_CHECKING:
-    from ..server.listing import Filter, Node
+    from ..filtering import Filter, Node
     from .base import PageKey
 
 __all__ = [

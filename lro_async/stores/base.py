@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Self
 from google.longrunning import operations_pb2
 
 from ..errors import StoreError
+from ..names import parent_of
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from google.protobuf import any_pb2
     from google.rpc import status_pb2
 
-    from ..server.listing import Filter
+    from ..filtering import Filter
 
 __all__ = [
     "Lease",
@@ -34,13 +35,10 @@ __all__ = [
     "Written",
     "check_outcome",
     "mark_done",
-    "parent_of",
 ]
 
 PageKey = tuple[int, str]
 """Where a page of a listing ends: ``(create_time, name)`` of its last operation."""
-
-_OPERATIONS = "/operations/"
 
 
 def check_outcome(response: any_pb2.Any | None, error: status_pb2.Status | None) -> None:
@@ -60,12 +58,6 @@ def mark_done(
         operation.response.CopyFrom(response)
     elif error is not None:
         operation.error.CopyFrom(error)
-
-
-def parent_of(name: str) -> str:
-    """Return the parent of ``{parent}/operations/{id}``, or ``""`` for ``operations/{id}``."""
-    head, sep, _ = name.rpartition(_OPERATIONS)
-    return head if sep else ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from google.longrunning import operations_pb2
 
 from ..errors import StoreError
+from ..names import parent_of
 from .base import (
     Lease,
     OperationRecord,
@@ -18,14 +19,13 @@ from .base import (
     Written,
     check_outcome,
     mark_done,
-    parent_of,
 )
 
 if TYPE_CHECKING:
     from google.protobuf import any_pb2
     from google.rpc import status_pb2
 
-    from ..server.listing import Filter
+    from ..filtering import Filter
 
 __all__ = ["MemoryStore"]
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..backoff import Backoff
 from ..errors import StoreError
+from ..names import parent_of
 from . import _pg, _sql
 from ._pg import db_errors
 from .base import (
@@ -51,7 +52,6 @@ from .base import (
     Written,
     check_outcome,
     mark_done,
-    parent_of,
 )
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from google.protobuf import any_pb2
     from google.rpc import status_pb2
 
-    from ..server.listing import Filter
+    from ..filtering import Filter
 
 __all__ = ["PostgresStore"]
 

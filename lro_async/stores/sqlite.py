@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from ..errors import StoreError
+from ..names import parent_of
 from . import _sql
 from ._sqlite_file import OwnerLock, check_location, unwritable
 from .base import (
@@ -35,7 +36,6 @@ from .base import (
     Written,
     check_outcome,
     mark_done,
-    parent_of,
 )
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from google.protobuf import any_pb2
     from google.rpc import status_pb2
 
-    from ..server.listing import Filter
+    from ..filtering import Filter
 
 __all__ = ["SQLiteStore"]
 

@@ -13,9 +13,9 @@ from google.protobuf import empty_pb2, wrappers_pb2
 
 from lro_async.client.operations import AsyncOperationsClient
 from lro_async.errors import RpcError
-from lro_async.http.wire import HTTP_STATUS, error_body, error_from_body
 from lro_async.server.context import OperationContext
 from lro_async.server.manager import OperationManager
+from lro_async.wire import HTTP_STATUS, error_body, error_from_body
 
 from .conftest import FAST, Served, serve_http
 

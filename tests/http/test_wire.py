@@ -8,7 +8,8 @@ from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from lro_async.http.wire import (
+from lro_async.protobuf import pack
+from lro_async.wire import (
     any_from_json,
     any_to_json,
     error_from_body,
@@ -17,7 +18,6 @@ from lro_async.http.wire import (
     operation_from_json,
     operation_to_json,
 )
-from lro_async.protobuf import pack
 
 from .conftest import Served
 

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lro_async.errors import InvalidArgument
-from lro_async.server.listing import (
+from lro_async.filtering import (
     MAX_FILTER_DEPTH,
     MAX_FILTER_LENGTH,
     Filter,

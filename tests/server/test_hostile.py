@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 
 import lro_async
 from lro_async.errors import InvalidArgument
+from lro_async.filtering import parse_filter
 from lro_async.protobuf import progress_header
-from lro_async.server.listing import parse_filter
 from lro_async.stores import MemoryStore
 from lro_async.testing import Served, serve
 

@@ -16,11 +16,11 @@ from google.protobuf import any_pb2, duration_pb2, empty_pb2, message
 from google.rpc import status_pb2
 
 from lro_async import StoreError
-from lro_async.server.listing import And, Compare, Not, Or, parse_filter
+from lro_async.filtering import And, Compare, Not, Or, parse_filter
 from lro_async.stores import MemoryStore, OperationRecord, OperationStore, PageKey, _sql
 
 if TYPE_CHECKING:
-    from lro_async.server.listing import Filter
+    from lro_async.filtering import Filter
 
 
 def pack(msg: message.Message) -> any_pb2.Any:

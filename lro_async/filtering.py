@@ -1,4 +1,4 @@
-"""ListOperations helpers: an AIP-160 filter subset and opaque, tamper-evident page tokens.
+"""The AIP-160 filter subset of ``ListOperations`` and the Watch stream: parse and evaluate.
 
 :func:`parse_filter` turns a filter into a :class:`Filter`: the original text, an AST of
 frozen dataclasses (:class:`And`, :class:`Or`, :class:`Not`, :class:`Compare`) that a SQL
@@ -26,7 +26,8 @@ Quoting never changes what a value means. The fields, and what ``Compare.value``
 
 On strings ``:`` is a substring test, and ``field:*`` a presence test (non-empty).
 
-Page tokens live in :mod:`lro_async.server.tokens`.
+Stores translate the syntax tree into their queries; page tokens live in
+:mod:`lro_async.server.tokens`.
 """
 
 from __future__ import annotations
@@ -36,14 +37,14 @@ import operator
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, cast, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias, cast, get_args
 
 import grpc
 
-from ..errors import InvalidArgument
+from .errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from ..stores.base import OperationRecord
+    from google.longrunning import operations_pb2
 
 __all__ = [
     "MAX_FILTER_DEPTH",
@@ -53,6 +54,7 @@ __all__ = [
     "Compare",
     "FieldName",
     "Filter",
+    "Filterable",
     "Node",
     "Not",
     "Or",
@@ -64,6 +66,19 @@ MAX_FILTER_LENGTH: Final = 4096
 """The longest filter accepted, in characters."""
 MAX_FILTER_DEPTH: Final = 32
 """How deeply parentheses and negations may nest in a filter."""
+
+
+class Filterable(Protocol):
+    """What a filter reads of an operation (a store's ``OperationRecord`` is one)."""
+
+    @property
+    def operation(self) -> operations_pb2.Operation: ...
+
+    @property
+    def create_time(self) -> int:
+        """Microseconds since the Unix epoch when the operation was created."""
+        ...
+
 
 FieldName: TypeAlias = Literal[
     "name", "done", "error.code", "metadata.@type", "response.@type", "create_time"
@@ -350,14 +365,14 @@ def _timestamp(text: str) -> int | None:
 
 # -- evaluation ------------------------------------------------------------------------
 
-_Predicate: TypeAlias = Callable[["OperationRecord"], bool]
+_Predicate: TypeAlias = Callable[["Filterable"], bool]
 _ORDER: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "<": operator.lt,
     ">": operator.gt,
     "<=": operator.le,
     ">=": operator.ge,
 }
-_GETTERS: Final[dict[FieldName, Callable[[OperationRecord], Value]]] = {
+_GETTERS: Final[dict[FieldName, Callable[[Filterable], Value]]] = {
     "name": lambda record: record.operation.name,
     "done": lambda record: record.operation.done,
     # An unset error reads as 0, so running and succeeded operations have code OK.
@@ -403,7 +418,7 @@ def _glob(pattern: str) -> Callable[[str], bool]:
     return glob
 
 
-def _message_name(get: Callable[[OperationRecord], Value]) -> Callable[[OperationRecord], Value]:
+def _message_name(get: Callable[[Filterable], Value]) -> Callable[[Filterable], Value]:
     return lambda record: str(get(record)).rpartition("/")[2]
 
 
@@ -440,7 +455,7 @@ class Filter:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_predicate", _compile(self.root))
 
-    def matches(self, record: OperationRecord) -> bool:
+    def matches(self, record: Filterable) -> bool:
         """Return whether *record* satisfies the filter (the reference semantics)."""
         return self._predicate(record)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 
-from ..errors import InvalidArgument
+from .errors import InvalidArgument
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -15,8 +15,10 @@ __all__ = [
     "check_request_id",
     "list_parent",
     "new_name",
+    "parent_of",
 ]
 
+_OPERATIONS = "/operations/"
 MAX_NAME_LENGTH = 512
 _MAX_PARENT_LENGTH = MAX_NAME_LENGTH - len("/operations/") - 22  # an id is 22 characters
 
@@ -116,3 +118,9 @@ def check_request_id(request_id: str | None) -> str | None:
             "(1-64 of the letters A-Z and a-z, digits, '-' and '_')"
         )
     return request_id
+
+
+def parent_of(name: str) -> str:
+    """Return the parent of ``{parent}/operations/{id}``, or ``""`` for ``operations/{id}``."""
+    head, sep, _ = name.rpartition(_OPERATIONS)
+    return head if sep else ""

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lro_async.errors import InvalidArgument
-from lro_async.server.listing import (
+from lro_async.filtering import (
     MAX_FILTER_DEPTH,
     MAX_FILTER_LENGTH,
     And,

@@ -1,4 +1,7 @@
-"""The HTTP/JSON wire format, shared by the ASGI app and the client's HTTP transport.
+"""What both halves say on the wire: headers, error reasons and the HTTP/JSON format.
+
+- Headers and error reasons: :data:`SERVER_TIMEOUT_HEADER`, the ``ErrorInfo`` domain
+  (:data:`ERROR_DOMAIN`) and the reasons a client acts on (:data:`OPERATION_NOT_FOUND`).
 
 - Messages travel in the proto3 JSON mapping (``google.protobuf.json_format``). An ``Any``
   whose type is not in the descriptor pool cannot be written as JSON, so it travels as
@@ -26,12 +29,15 @@ from google.protobuf import any_pb2, json_format
 from google.protobuf import message as protobuf_message
 from google.rpc import status_pb2
 
-from ..errors import RpcError, rpc_error
-from ..v1 import watch_pb2
+from .errors import RpcError, rpc_error
+from .v1 import watch_pb2
 
 __all__ = [
+    "ERROR_DOMAIN",
     "HTTP_STATUS",
     "JSON_CONTENT_TYPE",
+    "OPERATION_NOT_FOUND",
+    "SERVER_TIMEOUT_HEADER",
     "Json",
     "any_from_json",
     "any_to_json",
@@ -51,6 +57,13 @@ __all__ = [
 
 Json = dict[str, Any]
 """A JSON object as ``json.loads`` returns it."""
+
+ERROR_DOMAIN = "lro-async"
+"""The ``google.rpc.ErrorInfo`` domain of every error lro_async's server sends."""
+OPERATION_NOT_FOUND = "OPERATION_NOT_FOUND"
+"""The ``ErrorInfo`` reason of a NOT_FOUND that names a missing operation (not a missing route)."""
+SERVER_TIMEOUT_HEADER = "x-server-timeout"
+"""The request header (seconds) by which a caller tells the server how long it may wait."""
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
