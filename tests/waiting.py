@@ -49,7 +49,7 @@ async def until_value(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if loop.time() >= deadline:
             _fail(what, timeout, details)
         await asyncio.sleep(STEP)

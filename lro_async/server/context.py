@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..backoff import Backoff
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
     from .manager import OperationManager
 
-__all__ = ["PROGRESS_RETRY", "PROGRESS_RETRY_SECONDS", "OperationContext"]
+__all__ = ["PROGRESS_RETRY", "PROGRESS_RETRY_SECONDS", "OperationContext", "Resume", "Work"]
 
 logger = logging.getLogger("lro_async")
 
@@ -25,6 +26,14 @@ PROGRESS_RETRY_SECONDS = 2.5
 
 PROGRESS_RETRY = Backoff(initial=0.05, multiplier=2.0, maximum=0.8)
 """How it is retried in that time."""
+
+
+Work = Callable[["OperationContext"], Awaitable["Message | None"]]
+"""A coroutine function run as an operation: it gets an OperationContext and returns
+the response message (None: ``google.protobuf.Empty``)."""
+
+Resume = Callable[["operations_pb2.Operation"], "Work | None"]
+"""What to run again for an operation a previous process left running (None: abort it)."""
 
 
 class OperationContext:

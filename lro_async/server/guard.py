@@ -49,6 +49,7 @@ class GuardedStore(OperationStore):
         self.timeout = timeout
         self.telemetry = telemetry
         self.recheck_interval = store.recheck_interval
+        self.wait_reads = store.wait_reads
         self.read_only = store.read_only
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:

@@ -7,38 +7,31 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Self
 
 import grpc
 from google.longrunning import operations_pb2
-from google.protobuf import empty_pb2
 from google.protobuf.message import Message
-from google.rpc import status_pb2
 
-from ..errors import (
-    InvalidArgument,
-    OperationFailed,
-    OperationNotFound,
-    RpcError,
-    code_number,
-    status_code,
-)
+from ..errors import InvalidArgument, OperationFailed, OperationNotFound, RpcError, status_code
 from ..filtering import parse_filter
-from ..names import check_name, check_parent, check_request_id, new_name
-from ..protobuf import metadata_fingerprint, pack, status_of
-from ..stores.base import Lease, OperationRecord, OperationStore, Written
+from ..names import check_name, check_parent, check_request_id
+from ..protobuf import status_of
+from ..stores.base import Lease, OperationStore, Written, now_us
 from ..stores.memory import MemoryStore
 from ..telemetry import current as current_telemetry
 from .auth import Authorizer
-from .context import OperationContext
+from .context import OperationContext, Resume, Work
 from .guard import GuardedStore
 from .hub import Hub
+from .reads import Reads
 from .servicer import AsyncOperationsServicer
-from .tasks import SHUT_DOWN, Outcome, Tasks
+from .tasks import SHUT_DOWN, Outcome, Tasks, error_status
 from .tokens import PageTokens
-from .upkeep import EXPIRE_BATCH, Upkeep, now_us
+from .upkeep import Upkeep
 from .watching import WatchServicer
+from .writes import Writes
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -48,10 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["OperationManager", "Work"]
 
 logger = logging.getLogger("lro_async")
-
-Work = Callable[[OperationContext], Awaitable[Message | None]]
-"""A coroutine function run as an operation: it gets an OperationContext and returns
-the response message (None: ``google.protobuf.Empty``)."""
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -99,7 +88,7 @@ class OperationManager:
         retention: float = 30 * DAY,
         page_token_key: bytes | None = None,
         lease: float = 30.0,
-        resume: Callable[[operations_pb2.Operation], Work | None] | None = None,
+        resume: Resume | None = None,
         store_timeout: float = 10.0,
         max_metadata_bytes: int = 512 * 1024,
         max_response_bytes: int = 3 * 1024 * 1024,
@@ -122,50 +111,74 @@ class OperationManager:
         self.lease = lease
         self.replica = f"{socket.gethostname()[:40]}/{os.getpid()}/{secrets.token_hex(4)}"
         """This manager's id in leases (host/pid/random)."""
-        self._resume = resume
         self.max_metadata_bytes = max_metadata_bytes
         self.max_response_bytes = max_response_bytes
         self._page_token_key = page_token_key
-        self._page_tokens = PageTokens(page_token_key or secrets.token_bytes(32))
         self._hub = Hub()
-        # Waits' and watches' reads go through their own lane of the store (see wait_reads).
-        lane = self.store.wait_reads
-        self._wait_lane = asyncio.Semaphore(lane) if lane is not None else None
-        self._tasks = Tasks(self._finish_with, self._response, now_us, telemetry=self.telemetry)
-        self._upkeep = Upkeep(self)
+        self.reads = Reads(
+            self._store,
+            self._hub,
+            PageTokens(page_token_key or secrets.token_bytes(32)),
+            retention=retention,
+            telemetry=self.telemetry,
+        )
+        """The reading side (get, list, wait) that the servicers share."""
+        self._writes = writes = Writes(
+            self._store,
+            self._hub,
+            self.reads,
+            replica=self.replica,
+            lease=lease if self.shared else None,
+            max_metadata_bytes=max_metadata_bytes,
+            max_response_bytes=max_response_bytes,
+            take_span=lambda name: self._tasks.take_span(name),
+        )
+        self._tasks = Tasks(self._finish_with, writes.response, now_us, telemetry=self.telemetry)
+        self._upkeep = Upkeep(
+            self._store,
+            self._hub,
+            self._tasks,
+            replica=self.replica,
+            lease=lease,
+            retention=retention,
+            resume=resume,
+            run=self._run_task,
+            finish=lambda name, error: writes.finish(name, error=error),
+        )
         self._opened: asyncio.Task[None] | None = None
         self._closing = False  # aclose() began: no second one
         self._closed = False  # and ended its records: the manager answers no more
         self._draining = False
-        self._last_create_us = 0
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the store and start the retention sweeper; called on first use anyway."""
-        if self._opened is None:
-            self._opened = asyncio.get_running_loop().create_task(self._open())
-        await asyncio.shield(self._opened)
+        """Open the store and start the retention sweeper; called on first use anyway.
+
+        :raises RpcError: UNAVAILABLE once the manager is shut down; or what opening the
+            store raised.
+        """
+        if self._closed:
+            raise RpcError("the operation manager is shut down", code=grpc.StatusCode.UNAVAILABLE)
+        opened = self._opened
+        if opened is None:
+            opened = self._opened = asyncio.get_running_loop().create_task(self._open())
+        if not opened.done():
+            await asyncio.shield(opened)
+        elif (exc := opened.exception()) is not None:
+            raise exc
 
     async def _open(self) -> None:
         upkeep = self._upkeep
         await self._store.open(upkeep.on_remote_change, notify_all=upkeep.on_lost_changes)
         if self._page_token_key is None and (secret := await self._store.shared_secret()):
-            self._page_tokens = PageTokens(secret)
+            self.reads.page_tokens = PageTokens(secret)
         await upkeep.start()
 
     @property
     def shared(self) -> bool:
         """Whether the store is shared with other processes (replicas)."""
         return self._store.recheck_interval is not None
-
-    async def _ready(self) -> None:
-        if self._closed:
-            raise RpcError("the operation manager is shut down", code=grpc.StatusCode.UNAVAILABLE)
-        if self._opened is None or not self._opened.done():
-            await self.open()
-        elif (exc := self._opened.exception()) is not None:
-            raise exc
 
     async def drain(self, grace: float) -> None:
         """Shut down gracefully: answer waiters now, let running work finish, then close.
@@ -201,7 +214,7 @@ class OperationManager:
         self._closing = self._draining = True
         # Records first, while the work may still write progress (a write after its
         # end is refused, never an error), then the cancellations.
-        await self._tasks.close(Outcome(error=_aborted(SHUT_DOWN)))
+        await self._tasks.close(Outcome(error=error_status(grpc.StatusCode.ABORTED, SHUT_DOWN)))
         self._closed = True
         await self._upkeep.aclose()
         self._hub.close()
@@ -244,6 +257,11 @@ class OperationManager:
         return self._closed
 
     @property
+    def draining(self) -> bool:
+        """Whether it refuses new operations: a drain or a close began."""
+        return self._draining
+
+    @property
     def running(self) -> int:
         """How many operations this manager holds now: running, or their end not yet
         written (the store failed; it is retried)."""
@@ -280,35 +298,11 @@ class OperationManager:
         """Create an operation; return it, whether it is new (else *request_id*'s), its lease."""
         check_parent(parent)
         request_id = check_request_id(request_id)
-        packed = self._metadata(metadata) if metadata is not None else None
-        await self._ready()
+        packed = self._writes.metadata(metadata) if metadata is not None else None
+        await self.open()
         if self._draining:
             raise RpcError("the server is shutting down", code=grpc.StatusCode.UNAVAILABLE)
-        now = max(now_us(), self._last_create_us + 1)  # unique, increasing page keys
-        self._last_create_us = now
-        operation = operations_pb2.Operation(name=new_name(parent))
-        if packed is not None:
-            operation.metadata.CopyFrom(packed)
-        lease = Lease(self.replica, now + int(self.lease * 1e6)) if leased and self.shared else None
-        record = OperationRecord(operation, now, now)
-        if request_id is None:
-            await self._store.create(record, lease=lease)
-            self._created(operation.name)
-            return operation, True, lease
-        while True:
-            written = await self._store.create_once(record, request_id, lease=lease)
-            if written.applied:
-                self._created(operation.name)
-                return operation, True, lease
-            if not self._expired(written.record):
-                return written.record.operation, False, None
-            # Expired, not yet swept: gone for everyone, so its request id is free again.
-            await self._store.delete(written.record.name)
-
-    def _created(self, name: str) -> None:
-        self._hub.notify(name)  # for collection watches
-        if self.telemetry is not None:
-            self.telemetry.operation_started()
+        return await self._writes.create(parent, packed, request_id, leased=leased)
 
     async def start(
         self,
@@ -345,16 +339,6 @@ class OperationManager:
         span = None if self.telemetry is None else self.telemetry.operation_span(name)
         self._tasks.start(name, work, context, deleted, lease_until=lease_until, span=span)
 
-    def _metadata(self, metadata: Message) -> any_pb2.Any:
-        packed = pack(metadata)
-        _check_size(packed.ByteSize(), self.max_metadata_bytes, "metadata")
-        return packed
-
-    def _response(self, response: Message | None) -> any_pb2.Any:
-        packed = pack(response if response is not None else empty_pb2.Empty())
-        _check_size(packed.ByteSize(), self.max_response_bytes, "response")
-        return packed
-
     # -- changing ---------------------------------------------------------------------
 
     async def set_metadata(self, name: str, metadata: Message) -> bool:
@@ -364,12 +348,9 @@ class OperationManager:
         :raises OperationNotFound: if there is no such operation.
         """
         check_name(name)
-        packed = self._metadata(metadata)
-        await self._ready()
-        written = await self._store.set_metadata(name, packed, now_us())
-        if written is not None and written.applied:
-            self._hub.notify(name)
-        return self._written(name, written)
+        packed = self._writes.metadata(metadata)
+        await self.open()
+        return self._written(name, await self._writes.set_metadata(name, packed))
 
     async def complete(self, name: str, response: Message | None = None) -> bool:
         """Finish a running operation with *response* (None: ``google.protobuf.Empty``).
@@ -378,9 +359,9 @@ class OperationManager:
         :raises OperationNotFound: if there is no such operation.
         """
         check_name(name)
-        packed = self._response(response)
-        await self._ready()
-        return self._written(name, await self._finish(name, response=packed))
+        packed = self._writes.response(response)
+        await self.open()
+        return self._written(name, await self._writes.finish(name, response=packed))
 
     async def fail(
         self,
@@ -401,9 +382,9 @@ class OperationManager:
             error = status_of(OperationFailed(status_code(code), message, details or ()))
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"cannot fail an operation with code {code!r}: {exc}") from exc
-        _check_size(error.ByteSize(), self.max_metadata_bytes, "error status")
-        await self._ready()
-        return self._written(name, await self._finish(name, error=error))
+        self._writes.error(error)
+        await self.open()
+        return self._written(name, await self._writes.finish(name, error=error))
 
     async def cancel(self, name: str) -> bool:
         """Cancel an operation: record CANCELLED, then cancel its task if it runs here.
@@ -412,8 +393,9 @@ class OperationManager:
         :raises OperationNotFound: if there is no such operation.
         """
         check_name(name)
-        await self._ready()
-        written = await self._finish(name, error=_cancelled("the operation was cancelled"))
+        await self.open()
+        cancelled = error_status(grpc.StatusCode.CANCELLED, "the operation was cancelled")
+        written = await self._writes.finish(name, error=cancelled)
         task = self._tasks.task(name)
         if task is not None and written is not None and written.applied:
             task.cancel()
@@ -429,37 +411,13 @@ class OperationManager:
         :raises OperationNotFound: if there is no such operation.
         """
         check_name(name)
-        await self._ready()
-        if not await self._store.delete(name):
+        await self.open()
+        if not await self._writes.delete(name):
             raise OperationNotFound(f"operation {name!r} not found")
         self._tasks.deleted(name)
-        self._hub.notify(name, final=True)
-
-    async def _finish(
-        self,
-        name: str,
-        *,
-        response: any_pb2.Any | None = None,
-        error: status_pb2.Status | None = None,
-    ) -> Written | None:
-        written = await self._store.finish(name, now_us(), response=response, error=error)
-        if written is not None and written.applied:
-            record = written.record
-            self._hub.notify(
-                name, final=True, outcome=record.operation, finished=record.update_time
-            )
-            if self.telemetry is not None:
-                status = record.operation.error
-                self.telemetry.operation_finished(
-                    self._tasks.take_span(name),
-                    status.code,
-                    status.message,
-                    (record.update_time - record.create_time) / 1e6,
-                )
-        return written
 
     def _finish_with(self, name: str, outcome: Outcome) -> Awaitable[Written | None]:
-        return self._finish(name, response=outcome.response, error=outcome.error)
+        return self._writes.finish(name, response=outcome.response, error=outcome.error)
 
     def _written(self, name: str, written: Written | None) -> bool:
         if written is None:
@@ -475,16 +433,8 @@ class OperationManager:
         :raises OperationNotFound: if it does not exist, expired or was deleted.
         """
         check_name(name)
-        await self._ready()
-        return self._visible(name, await self._store.get(name)).operation
-
-    def _visible(self, name: str, record: OperationRecord | None) -> OperationRecord:
-        if record is None or self._expired(record):
-            raise OperationNotFound(f"operation {name!r} not found")
-        return record
-
-    def _expired(self, record: OperationRecord) -> bool:
-        return record.done and record.update_time < now_us() - int(self.retention * 1e6)
+        await self.open()
+        return (await self.reads.get(name)).operation
 
     async def wait(
         self, name: str, timeout: float | None = None, *, progress: str | None = None
@@ -505,51 +455,9 @@ class OperationManager:
         check_name(name)
         if timeout is not None and not timeout >= 0:
             raise InvalidArgument(f"the wait timeout must not be negative, not {timeout!r}")
-        await self._ready()
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        recheck = self._store.recheck_interval
-        # A shared store announces other replicas' changes without saying what changed,
-        # so its waiters wake on any change and re-read.
-        any_change = progress is not None or recheck is not None
-        watch = self._hub.enter(name)
-        slept = False  # it waited: it was there before the operation finished
-        try:
-            while True:
-                if watch.outcome is not None:  # finished here: no need to read it back
-                    operation = operations_pb2.Operation()
-                    operation.CopyFrom(watch.outcome)
-                    if self.telemetry is not None and watch.finished:
-                        self.telemetry.noticed((now_us() - watch.finished) / 1e6)
-                    return operation
-                seen = watch.changes
-                record = self._visible(name, await self._wait_read(name))
-                operation = record.operation
-                if operation.done or self._hub.closed:
-                    if slept and operation.done and self.telemetry is not None:
-                        self.telemetry.noticed((now_us() - record.update_time) / 1e6)
-                    return operation
-                if progress is not None:
-                    fingerprint = metadata_fingerprint(operation.metadata)
-                    if progress and progress != fingerprint:
-                        return operation
-                    progress = fingerprint
-                left = None if deadline is None else deadline - loop.time()
-                if left is not None and left <= 0:
-                    return operation
-                bound = recheck if left is None else left if recheck is None else min(left, recheck)
-                await watch.sleep(seen, bound, any_change=any_change)
-                slept = True
-        finally:
-            self._hub.leave(name, watch)
-
-    async def _wait_read(self, name: str) -> OperationRecord | None:
-        """Read *name* for a waiter or a watch, in their lane: at most ``wait_reads`` at once."""
-        lane = self._wait_lane
-        if lane is None:
-            return await self._store.get(name)
-        async with lane:
-            return await self._store.get(name)
+        await self.open()
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        return await self.reads.wait(name, deadline, progress)
 
     async def list(
         self,
@@ -575,44 +483,11 @@ class OperationManager:
             raise InvalidArgument(f"page_size must not be negative, not {page_size}")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         parsed = parse_filter(filter)
-        after = (
-            self._page_tokens.decode(page_token, parent=parent, filter_text=filter)
-            if page_token
-            else None
-        )
-        await self._ready()
-        records = await self._store.list(parent, filter=parsed, after=after, limit=limit + 1)
-        more = len(records) > limit
-        records = records[:limit]
-        token = (
-            self._page_tokens.encode(records[-1].page_key, parent=parent, filter_text=filter)
-            if more
-            else ""
-        )
-        return [r.operation for r in records if not self._expired(r)], token
+        await self.open()
+        return await self.reads.page(parent, filter, parsed, limit, page_token)
 
     # -- retention --------------------------------------------------------------------
 
     async def expire(self) -> int:
         """Delete done operations older than the retention now, in batches; return how many."""
-        cutoff = now_us() - int(self.retention * 1e6)
-        total = 0
-        while True:
-            deleted = await self._store.expire(cutoff, EXPIRE_BATCH)
-            total += deleted
-            if deleted < EXPIRE_BATCH:
-                return total
-            await asyncio.sleep(0)  # let requests in between batches
-
-
-def _check_size(size: int, limit: int, what: str) -> None:
-    if size > limit:
-        raise InvalidArgument(f"the {what} is {size} bytes packed; the limit is {limit}")
-
-
-def _cancelled(message: str) -> status_pb2.Status:
-    return status_pb2.Status(code=code_number(grpc.StatusCode.CANCELLED), message=message)
-
-
-def _aborted(message: str) -> status_pb2.Status:
-    return status_pb2.Status(code=code_number(grpc.StatusCode.ABORTED), message=message)
+        return await self._upkeep.expire()

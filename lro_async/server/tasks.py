@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..telemetry import Telemetry
     from .context import OperationContext
 
-__all__ = ["FINAL_RETRY", "SHUT_DOWN", "Outcome", "Tasks"]
+__all__ = ["FINAL_RETRY", "SHUT_DOWN", "Outcome", "Tasks", "error_status"]
 
 logger = logging.getLogger("lro_async")
 
@@ -284,14 +284,16 @@ class Tasks:
         logger.debug("operation %s ended after it was deleted; its end is dropped", name)
 
 
+def error_status(code: grpc.StatusCode, message: str) -> status_pb2.Status:
+    """The ``google.rpc.Status`` an operation ends with when the server ends it."""
+    return status_pb2.Status(code=code_number(code), message=message)
+
+
 def _cancelled() -> status_pb2.Status:
-    return status_pb2.Status(
-        code=code_number(grpc.StatusCode.CANCELLED), message="the operation was cancelled"
-    )
+    return error_status(grpc.StatusCode.CANCELLED, "the operation was cancelled")
 
 
 def _internal() -> status_pb2.Status:
-    return status_pb2.Status(
-        code=code_number(grpc.StatusCode.INTERNAL),
-        message="the operation failed with an internal error; see the server log",
+    return error_status(
+        grpc.StatusCode.INTERNAL, "the operation failed with an internal error; see the server log"
     )

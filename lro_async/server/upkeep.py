@@ -19,19 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import grpc
-from google.rpc import status_pb2
 
-from ..errors import StoreError, code_number
+from ..errors import StoreError
+from ..stores.base import now_us
+from .tasks import error_status
 
 if TYPE_CHECKING:
-    from .manager import OperationManager
+    from google.rpc import status_pb2
 
-__all__ = ["EXPIRE_BATCH", "Upkeep", "now_us"]
+    from ..stores.base import OperationStore, Written
+    from .context import Resume, Work
+    from .hub import Hub
+    from .tasks import Tasks
+
+__all__ = ["EXPIRE_BATCH", "Upkeep"]
 
 logger = logging.getLogger("lro_async")
 
@@ -42,16 +47,35 @@ _RESTARTED = "the server restarted before the operation finished"
 _REPLICA_GONE = "the server replica running the operation stopped before it finished"
 
 
-def now_us() -> int:
-    """Microseconds since the Unix epoch: the store's clock."""
-    return time.time_ns() // 1000
-
-
 class Upkeep:
-    """The background duties of one manager; it owns (and ends) every task they start."""
+    """The background duties of one manager; it owns (and ends) every task they start.
 
-    def __init__(self, manager: OperationManager) -> None:
-        self._manager = manager
+    It is handed what it works on: the manager's store, hub and task registry, and the
+    manager's own ways to run work and to record an end.
+    """
+
+    def __init__(
+        self,
+        store: OperationStore,
+        hub: Hub,
+        tasks: Tasks,
+        *,
+        replica: str,
+        lease: float,
+        retention: float,
+        resume: Resume | None,
+        run: Callable[[str, Work], None],
+        finish: Callable[[str, status_pb2.Status], Awaitable[Written | None]],
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._registry = tasks
+        self._replica = replica
+        self._lease = lease
+        self._retention = retention
+        self._resume = resume
+        self._run = run
+        self._finish = finish
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -59,9 +83,9 @@ class Upkeep:
 
         Nothing for a read-only store: it holds what another process serves and owns.
         """
-        if self._manager._store.read_only:
+        if self._store.read_only:
             return
-        if self._manager.shared:
+        if self._store.recheck_interval is not None:  # shared by replicas
             self._spawn(self._heartbeat(), "lro_async:leases")
         else:
             await self._recover()
@@ -75,16 +99,14 @@ class Upkeep:
 
     def on_remote_change(self, name: str) -> None:
         """Another process changed *name*: wake its waiters, and stop its work if it ended."""
-        manager = self._manager
-        manager._hub.notify(name)
-        if name in manager._tasks:  # cancelled (or aborted, or deleted) by another replica?
+        self._hub.notify(name)
+        if name in self._registry:  # cancelled (or aborted, or deleted) by another replica?
             self._spawn(self._checked(name), f"lro_async:check:{name}")
 
     def on_lost_changes(self) -> None:
         """Changes may have gone unannounced (a lost connection): re-check everything."""
-        manager = self._manager
-        manager._hub.notify_all()
-        if manager._tasks:
+        self._hub.notify_all()
+        if self._registry:
             self._spawn(self._cancel_finished_tasks(), "lro_async:check-all")
 
     async def _checked(self, name: str) -> None:
@@ -106,62 +128,70 @@ class Upkeep:
 
     async def _recover(self) -> None:
         """Resume or abort what a previous process left running in a durable store."""
-        manager = self._manager
+        resume = self._resume
         after: str | None = None
-        while batch := await manager._store.running(100, after):
+        while batch := await self._store.running(100, after):
             for record in batch:
-                resume = manager._resume
                 work = resume(record.operation) if resume is not None else None
                 if work is not None:
-                    manager._run_task(record.name, work)
+                    self._run(record.name, work)
                 else:
-                    await manager._finish(record.name, error=_aborted(_RESTARTED))
+                    await self._finish(record.name, _aborted(_RESTARTED))
             after = batch[-1].name
 
     async def _cancel_if_done(self, name: str) -> None:
-        manager = self._manager
-        record = await manager._store.get(name)
+        record = await self._store.get(name)
         if record is None:  # deleted: the work goes on (AIP-151), told so
-            manager._tasks.deleted(name)
-        elif record.done and (task := manager._tasks.task(name)) is not None:
+            self._registry.deleted(name)
+        elif record.done and (task := self._registry.task(name)) is not None:
             task.cancel()
 
     async def _cancel_finished_tasks(self) -> None:
         try:
-            for name in self._manager._tasks:
+            for name in list(self._registry):
                 await self._cancel_if_done(name)
         except Exception as exc:  # the next heartbeat checks again
             logger.warning("checking which operations ended elsewhere failed: %s", exc)
 
     async def _heartbeat(self) -> None:
         """Renew the leases of what this replica holds; finish expired ones with ABORTED."""
-        manager = self._manager
-        store = manager._store
+        store, registry = self._store, self._registry
         while True:
             try:
                 now = now_us()
-                held = manager._tasks.held()
-                until = now + int(manager.lease * 1e6)
-                renewed = await store.renew(manager.replica, until, held) if held else 0
-                manager._tasks.renewed(held, until)
+                held = registry.held()
+                until = now + int(self._lease * 1e6)
+                renewed = await store.renew(self._replica, until, held) if held else 0
+                registry.renewed(held, until)
                 if renewed < len(held):  # some were finished or deleted elsewhere, unannounced
                     await self._cancel_finished_tasks()
                 while expired := await store.expired_leases(now, EXPIRE_BATCH):
                     for record in expired:
-                        await manager._finish(record.name, error=_aborted(_REPLICA_GONE))
+                        await self._finish(record.name, _aborted(_REPLICA_GONE))
                     if len(expired) < EXPIRE_BATCH:
                         break
             except StoreError as exc:
                 logger.warning("renewing or reaping leases failed (%s); will retry", exc)
             except Exception:
                 logger.exception("renewing or reaping leases failed; will retry")
-            await asyncio.sleep(manager.lease / 3)
+            await asyncio.sleep(self._lease / 3)
+
+    async def expire(self) -> int:
+        """Delete done operations older than the retention now, in batches; return how many."""
+        cutoff = now_us() - int(self._retention * 1e6)
+        total = 0
+        while True:
+            deleted = await self._store.expire(cutoff, EXPIRE_BATCH)
+            total += deleted
+            if deleted < EXPIRE_BATCH:
+                return total
+            await asyncio.sleep(0)  # let requests in between batches
 
     async def _sweep_expired(self) -> None:
-        interval = min(self._manager.retention / 10, 3600.0)
+        interval = min(self._retention / 10, 3600.0)
         while True:
             try:
-                await self._manager.expire()
+                await self.expire()
             except StoreError as exc:
                 logger.warning("expiring done operations failed (%s); will retry", exc)
             except Exception:
@@ -170,4 +200,4 @@ class Upkeep:
 
 
 def _aborted(message: str) -> status_pb2.Status:
-    return status_pb2.Status(code=code_number(grpc.StatusCode.ABORTED), message=message)
+    return error_status(grpc.StatusCode.ABORTED, message)

@@ -35,12 +35,12 @@ from ..errors import (
 from ..filtering import Filter, parse_filter
 from ..names import check_name, list_parent
 from ..protobuf import metadata_fingerprint, pack, seconds_duration
+from ..stores.base import now_us
 from ..telemetry import WATCH
 from ..v1 import watch_pb2
 from .auth import Authorizer, Caller, caller_of
 from .rules import check_access, error_parts, listed
 from .servicer import _bounded, _Malformed, _parser
-from .upkeep import now_us
 
 if TYPE_CHECKING:
     from ..stores.base import OperationRecord
@@ -162,7 +162,7 @@ class WatchServicer:
         """
         key = self._caller_key(caller)
         self._reserve(key)
-        await self.manager._ready()  # opens the store on first use
+        await self.manager.open()  # on first use
         self.streams += 1
         self._streams[key] = self._streams.get(key, 0) + 1
         try:
@@ -187,7 +187,7 @@ class WatchServicer:
 
     def _reserve(self, key: str) -> None:
         manager = self.manager
-        if manager.closed or manager._draining or manager._hub.closed:
+        if manager.closed or manager.draining or manager.reads.hub.closed:
             raise RpcError("the server is shutting down", code=grpc.StatusCode.UNAVAILABLE)
         if self._streams.get(key, 0) >= self.max_streams:
             raise ResourceExhausted(
@@ -253,11 +253,12 @@ class _Stream:
     def __init__(self, servicer: WatchServicer, read: Read, write: Write, caller: Caller) -> None:
         self._servicer = servicer
         self._manager = servicer.manager
-        self._hub = servicer.manager._hub
+        self._reads = reads = servicer.manager.reads
+        self._hub = reads.hub
         self._read_request = read
         self._write = write
         self._caller = caller
-        self._shared = self._manager._store.recheck_interval
+        self._shared = reads.recheck_interval
         self._names: dict[str, _Entry] = {}
         self._ready: dict[str, int] = {}
         # Names the store failed to read (a lock, a dropped connection): read again soon.
@@ -472,7 +473,7 @@ class _Stream:
         if entry is None:  # removed meanwhile
             return None
         outcome = entry.watch.outcome
-        telemetry = self._manager.telemetry
+        telemetry = self._reads.telemetry
         if outcome is not None:  # finished here: no need to read it back
             if telemetry is not None and entry.watch.finished:
                 telemetry.noticed((now_us() - entry.watch.finished) / 1e6)
@@ -484,7 +485,7 @@ class _Stream:
             self._deferred[name] = self._deferred.get(name, 0) | why
             return None
         try:
-            record = await self._manager._wait_read(name)
+            record = await self._reads.for_waiter(name)
         except StoreError as exc:
             if closing:  # no later: say why there is no latest state
                 self._drop(name)
@@ -496,7 +497,7 @@ class _Stream:
         except Exception as exc:
             self._drop(name)
             return _error_event(name, exc)
-        if record is None or self._manager._expired(record):
+        if record is None or self._reads.expired(record):
             self._drop(name)
             return _error_event(name, _not_found(name))
         operation = record.operation
@@ -577,10 +578,10 @@ class _Stream:
 
     async def _look_collection(self, collection: _Collection, name: str) -> Event | None:
         try:
-            record = await self._manager._wait_read(name)
+            record = await self._reads.for_waiter(name)
         except Exception as exc:
             return _error_event(name, exc)
-        if record is None or self._manager._expired(record):
+        if record is None or self._reads.expired(record):
             if self._known.pop(name, None) is None:
                 return None
             return Event(kind=Event.DELETED, name=name)

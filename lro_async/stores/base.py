@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Self
 
@@ -35,7 +36,14 @@ __all__ = [
     "Written",
     "check_outcome",
     "mark_done",
+    "now_us",
 ]
+
+
+def now_us() -> int:
+    """Microseconds since the Unix epoch: the clock of a record's create and update times."""
+    return time.time_ns() // 1000
+
 
 PageKey = tuple[int, str]
 """Where a page of a listing ends: ``(create_time, name)`` of its last operation."""
