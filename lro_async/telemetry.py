@@ -150,12 +150,15 @@ class ClientRpc:
         self.span = span  # None: nothing traces (no tracer provider is set up)
         self.metadata = metadata
 
-    def end(self, code: grpc.StatusCode) -> None:
+    def end(self, code: grpc.StatusCode, http_status: int | None = None) -> None:
+        """End the span with the call's status (and, over HTTP, the response's status)."""
         span = self.span
         if span is None:
             return
         if span.is_recording():
             span.set_attribute("rpc.response.status_code", code.name)
+            if http_status is not None:
+                span.set_attribute("http.response.status_code", http_status)
             if code is not grpc.StatusCode.OK:
                 span.set_status(self.telemetry._error, code.name)
         span.end()
@@ -178,15 +181,47 @@ class ServerRpc:
         telemetry._rpc_duration.record(
             time.perf_counter() - self.started, telemetry._rpc_attributes(self.method, code)
         )
+        self._end_span(code.name, error=code in _SERVER_ERRORS)
+
+    def _end_span(self, status: str | int, *, error: bool) -> None:
         span = self.span
         if span is None:
             return
         if span.is_recording():
-            span.set_attribute("rpc.response.status_code", code.name)
-            if code in _SERVER_ERRORS:
-                span.set_status(telemetry._error, code.name)
+            if isinstance(status, str):
+                span.set_attribute("rpc.response.status_code", status)
+            else:
+                span.set_attribute("http.response.status_code", status)
+            if error:
+                span.set_status(self.telemetry._error, str(status))
         span.end()
-        telemetry._detach(self.token)
+        self.telemetry._detach(self.token)
+
+
+class ServerRequest(ServerRpc):
+    """One incoming HTTP request of the HTTP/JSON face: its span and its duration.
+
+    ``method`` is the request's route template (``/v1/{name=**/operations/*}``), or ""
+    when it matches none.
+    """
+
+    __slots__ = ("verb",)
+
+    def __init__(
+        self, telemetry: Telemetry, verb: str, route: str | None, span: Span | None, token: object
+    ) -> None:
+        super().__init__(telemetry, route or "", span, token)
+        self.verb = verb
+
+    def end_http(self, status: int | None) -> None:
+        """End it with the response's status (None: the client left before an answer)."""
+        telemetry = self.telemetry
+        telemetry._http_duration.record(
+            time.perf_counter() - self.started,
+            telemetry._http_attributes(self.verb, self.method, status),
+        )
+        # A client that left before the answer (None) is no error of the server's.
+        self._end_span(0 if status is None else status, error=status is not None and status >= 500)
 
 
 # What a server span marks as an error (semconv: the codes that say the server failed).
@@ -200,6 +235,9 @@ _SERVER_ERRORS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
+
+
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 class _Carrier:
@@ -321,10 +359,17 @@ class Telemetry:
             "Duration of incoming RPCs",
             explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
         )
+        self._http_duration = meter.create_histogram(
+            "http.server.request.duration",
+            "s",
+            "Duration of incoming HTTP requests (the HTTP/JSON face)",
+            explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
+        )
         # Attribute mappings are made once per distinct value, not per measurement.
         self._codes: dict[str, Mapping[str, str]] = {}
         self._methods: dict[str, Mapping[str, str]] = {}
         self._rpcs: dict[tuple[str, grpc.StatusCode], Mapping[str, str]] = {}
+        self._requests: dict[tuple[str, str, int | None], Mapping[str, str | int]] = {}
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -349,6 +394,20 @@ class Telemetry:
                 "rpc.method": method,
                 "rpc.response.status_code": code.name,
             }
+        return attributes
+
+    def _http_attributes(
+        self, verb: str, route: str, status: int | None
+    ) -> Mapping[str, str | int]:
+        key = (verb, route, status)
+        attributes = self._requests.get(key)
+        if attributes is None:
+            made: dict[str, str | int] = {"http.request.method": verb}
+            if route:
+                made["http.route"] = route
+            if status is not None:
+                made["http.response.status_code"] = status
+            attributes = self._requests[key] = made
         return attributes
 
     def _detach(self, token: object) -> None:
@@ -402,20 +461,30 @@ class Telemetry:
                 span.set_status(self._error, message or name)
         span.end()
 
-    def client_rpc(self, method: str, metadata: Sequence[Any], *, root: bool = False) -> ClientRpc:
+    def client_rpc(
+        self,
+        method: str,
+        metadata: Sequence[Any],
+        *,
+        root: bool = False,
+        http: tuple[str, str] | None = None,
+    ) -> ClientRpc:
         """Start the span of an outgoing RPC; its ``.metadata`` carries the trace context.
 
         :param method: ``service/Method``.
         :param root: start a trace of its own (else: a child of the current span).
+        :param http: over HTTP/JSON, the request's method and URL (else: over gRPC).
         """
         if not self.tracing():
             return ClientRpc(self, None, metadata)
         context: Context | None = self._context.Context() if root else None
+        attributes = (
+            {"rpc.system.name": "grpc", "rpc.method": method}
+            if http is None
+            else {"rpc.method": method, "http.request.method": http[0], "url.full": http[1]}
+        )
         span = self.tracer.start_span(
-            method,
-            context,
-            kind=self._client_kind,
-            attributes={"rpc.system.name": "grpc", "rpc.method": method},
+            method, context, kind=self._client_kind, attributes=attributes
         )
         if span.get_span_context().is_valid:
             carrier: dict[str, str] = {}
@@ -442,6 +511,31 @@ class Telemetry:
             attributes={"rpc.system.name": "grpc", "rpc.method": method},
         )
         return ServerRpc(self, method, span, self.attach(span))
+
+    def server_request(
+        self, method: str, verb: str, route: str | None, headers: Mapping[str, str]
+    ) -> ServerRequest:
+        """Start the span of an incoming HTTP request in the caller's trace, current.
+
+        :param method: the RPC method it serves (``service/Method``), or "" (none).
+        :param route: the route template, e.g. ``/v1/{name=**/operations/*}``; None: the
+            request matches no route.
+        :param headers: its headers, names in lower case (``traceparent`` carries the
+            caller's trace context).
+        """
+        if verb not in _HTTP_METHODS:
+            verb = "_OTHER"  # semantic conventions: bounded values only
+        if not self.tracing():
+            return ServerRequest(self, verb, route, None, None)
+        parent = self._propagator.extract(headers)
+        attributes = {"http.request.method": verb}
+        if route is not None:
+            attributes["http.route"] = route
+        if method:
+            attributes["rpc.method"] = method
+        name = verb if route is None else f"{verb} {route}"
+        span = self.tracer.start_span(name, parent, kind=self._server_kind, attributes=attributes)
+        return ServerRequest(self, verb, route, span, self.attach(span))
 
     def operation_started(self) -> None:
         """Count a new operation (started, or created to be driven by hand)."""

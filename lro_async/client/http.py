@@ -31,6 +31,8 @@ from google.longrunning import operations_pb2
 from google.rpc import error_details_pb2
 
 from ..errors import RpcError
+from ..telemetry import OPERATIONS, WATCH
+from ..telemetry import current as current_telemetry
 
 try:
     import httpx
@@ -87,7 +89,9 @@ def map_http_errors() -> Iterator[None]:
 class HttpTransport:
     """:class:`~lro_async.client.transport.OperationsTransport` over HTTP/JSON.
 
-    Usually made by :meth:`AsyncOperationsClient.from_url`, which closes it.
+    With telemetry (:mod:`lro_async.telemetry`) each request has a span, whose W3C trace
+    context travels in its ``traceparent`` header. Usually made by
+    :meth:`AsyncOperationsClient.from_url`, which closes it.
 
     :param url: the server's base URL, e.g. ``http://127.0.0.1:8080``.
     :param prefix: the path in front of every route.
@@ -115,6 +119,7 @@ class HttpTransport:
         if ssl_context is not None and parts.scheme != "https":
             raise ValueError(f"an ssl_context needs an https:// URL, not {url!r}")
         self._clients = Clients(tls=parts.scheme == "https", given=client, ssl_context=ssl_context)
+        self.telemetry = current_telemetry()
 
     async def aclose(self) -> None:
         """Close the httpx clients this transport made."""
@@ -151,23 +156,40 @@ class HttpTransport:
         params: dict[str, str] | None,
         body: object | None,
     ) -> AsyncIterator[httpx.Response]:
-        with map_http_errors(), self._clients.lease() as client:
-            async with client.stream(
-                method,
-                f"{self._base}/{path}",
-                headers=[*_headers(metadata), ("accept", "text/event-stream")],
-                params=params,
-                content=None if body is None else json.dumps(body).encode(),
-                # No deadline: the server's heartbeats (every 15 s by default) show a
-                # stream that is idle but alive; two minutes of silence is a dead one.
-                timeout=httpx.Timeout(30.0, read=STREAM_READ_TIMEOUT),
-            ) as response:
-                yield response
+        url = f"{self._base}/{path}"
+        telemetry = self.telemetry
+        traced = None
+        if telemetry is not None:
+            # One span per stream, in a trace of its own: it serves many operations' waits.
+            traced = telemetry.client_rpc(f"{WATCH}/Watch", metadata, root=True, http=(method, url))
+            metadata = traced.metadata
+        code, status = grpc.StatusCode.CANCELLED, None
+        try:
+            with map_http_errors(), self._clients.lease() as client:
+                async with client.stream(
+                    method,
+                    url,
+                    headers=[*_headers(metadata), ("accept", "text/event-stream")],
+                    params=params,
+                    content=None if body is None else json.dumps(body).encode(),
+                    # No deadline: the server's heartbeats (every 15 s by default) show a
+                    # stream that is idle but alive; two minutes of silence is a dead one.
+                    timeout=httpx.Timeout(30.0, read=STREAM_READ_TIMEOUT),
+                ) as response:
+                    status = response.status_code
+                    yield response
+                    code = grpc.StatusCode.OK
+        except RpcError as exc:
+            code = exc.code
+            raise
+        finally:
+            if traced is not None:
+                traced.end(code, status)
 
     async def get(
         self, name: str, *, timeout: float | None, metadata: Metadata
     ) -> operations_pb2.Operation:
-        response = await self._send("GET", _path(name), timeout, metadata)
+        response = await self._send("GetOperation", _path(name), timeout, metadata)
         return _read(response, operation_from_json)
 
     async def wait(
@@ -178,15 +200,15 @@ class HttpTransport:
             body["timeout"] = seconds_duration(max(wait, 0.0)).ToJsonString()
         extra = () if timeout is None else ((SERVER_TIMEOUT_HEADER, f"{timeout:.3f}"),)
         response = await self._send(
-            "POST", _path(name) + ":wait", timeout, (*metadata, *extra), body=body, no_route=True
+            "WaitOperation", _path(name) + ":wait", timeout, (*metadata, *extra), body=body
         )
         return _read(response, operation_from_json)
 
     async def cancel(self, name: str, *, timeout: float | None, metadata: Metadata) -> None:
-        await self._send("POST", _path(name) + ":cancel", timeout, metadata, body={})
+        await self._send("CancelOperation", _path(name) + ":cancel", timeout, metadata, body={})
 
     async def delete(self, name: str, *, timeout: float | None, metadata: Metadata) -> None:
-        await self._send("DELETE", _path(name), timeout, metadata)
+        await self._send("DeleteOperation", _path(name), timeout, metadata)
 
     async def list(
         self,
@@ -207,39 +229,88 @@ class HttpTransport:
             params["pageSize"] = page_size
         if page_token:
             params["pageToken"] = page_token
-        response = await self._send("GET", path, timeout, metadata, params=params)
+        response = await self._send("ListOperations", path, timeout, metadata, params=params)
         return _read(response, list_response_from_json)
 
     async def _send(
         self,
-        method: str,
+        rpc: str,
         path: str,
         timeout: float | None,
         metadata: Metadata,
         *,
         body: Json | None = None,
         params: dict[str, str | int] | None = None,
-        no_route: bool = False,
+    ) -> httpx.Response:
+        """Make the request of Operations method *rpc*; return its successful response.
+
+        With telemetry, the request has a span and carries its W3C trace context.
+        """
+        verb = _VERBS[rpc]
+        url = f"{self._base}/{path}"
+        telemetry = self.telemetry
+        if telemetry is None:
+            response = await self._exchange(verb, url, timeout, metadata, body, params)
+            return _successful(response, rpc, verb, path)
+        traced = telemetry.client_rpc(f"{OPERATIONS}/{rpc}", metadata, http=(verb, url))
+        code, status = grpc.StatusCode.CANCELLED, None
+        try:
+            response = await self._exchange(verb, url, timeout, traced.metadata, body, params)
+            status = response.status_code
+            _successful(response, rpc, verb, path)
+            code = grpc.StatusCode.OK
+            return response
+        except RpcError as exc:
+            code = exc.code
+            raise
+        finally:
+            traced.end(code, status)
+
+    async def _exchange(
+        self,
+        verb: str,
+        url: str,
+        timeout: float | None,
+        metadata: Metadata,
+        body: Json | None,
+        params: dict[str, str | int] | None,
     ) -> httpx.Response:
         with map_http_errors(), self._clients.lease() as client:
-            response = await client.request(
-                method,
-                f"{self._base}/{path}",
+            return await client.request(
+                verb,
+                url,
                 headers=_headers(metadata),
                 params=params,
                 content=None if body is None else json.dumps(body).encode(),
                 timeout=httpx.Timeout(timeout),
             )
-        if response.is_success:
-            return response
-        error = error_from_body(response.status_code, response.content)
-        if no_route and response.status_code in _NO_ROUTE and not _missing_operation(error):
-            raise RpcError(
-                f"the server has no {method} .../{path.rpartition('/')[2][:60]} "
-                f"(HTTP {response.status_code}): {error.message[:200]}",
-                code=grpc.StatusCode.UNIMPLEMENTED,
-            ) from error
-        raise error
+
+
+def _successful(response: httpx.Response, rpc: str, verb: str, path: str) -> httpx.Response:
+    """*response*, if it succeeded.
+
+    :raises RpcError: the error it carries (UNIMPLEMENTED: a server without ``:wait``).
+    """
+    if response.is_success:
+        return response
+    error = error_from_body(response.status_code, response.content)
+    no_route = response.status_code in _NO_ROUTE and not _missing_operation(error)
+    if rpc == "WaitOperation" and no_route:
+        raise RpcError(
+            f"the server has no {verb} .../{path.rpartition('/')[2][:60]} "
+            f"(HTTP {response.status_code}): {error.message[:200]}",
+            code=grpc.StatusCode.UNIMPLEMENTED,
+        ) from error
+    raise error
+
+
+_VERBS = {
+    "GetOperation": "GET",
+    "ListOperations": "GET",
+    "CancelOperation": "POST",
+    "DeleteOperation": "DELETE",
+    "WaitOperation": "POST",
+}
 
 
 class Clients:

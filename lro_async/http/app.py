@@ -35,7 +35,7 @@ import asyncio
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -53,11 +53,8 @@ from ..server.rules import (
     reserve_wait,
     wait_bound,
 )
-from ..wire import (
-    Json,
-    list_response_to_json,
-    operation_to_json,
-)
+from ..telemetry import OPERATIONS, WATCH
+from ..wire import Json, list_response_to_json, operation_to_json
 from .answers import ClientGone, Refused, error_response, read_body, respond
 from .dashboard import Dashboard
 from .parsing import (
@@ -98,6 +95,26 @@ class _Request:
     name: str  # the operation's name; for ListOperations the request's ``name``
     query: list[tuple[str, str]]
     caller: Caller
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _WatchRoute:
+    collection: str  # see SseWatches.route; "": a names watch
+
+
+_Routed = _Request | _WatchRoute | Exception
+"""What a request asks for; the error to answer when it matches no route."""
+
+# The route templates of the requests' spans and durations (``http.route``), after the prefix.
+_ROUTES: dict[str, str] = {
+    "GetOperation": "/{name=**/operations/*}",
+    "ListOperations": "/{name=**}/operations",
+    "CancelOperation": "/{name=**/operations/*}:cancel",
+    "DeleteOperation": "/{name=**/operations/*}",
+    "WaitOperation": "/{name=**/operations/*}:wait",
+}
+_NAMES_WATCH_ROUTE = "/operations:watch"
+_COLLECTION_WATCH_ROUTE = "/{name=**}/operations:watch"
 
 
 class OperationsApp:
@@ -191,12 +208,48 @@ class OperationsApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.dashboard is not None and await self.dashboard.handle(scope, send):
             return
-        if await self._watch(scope, receive, send):
+        request = self._route(scope)
+        telemetry = self.manager.telemetry
+        if telemetry is None:
+            await self._answer(request, scope, receive, send)
+            return
+        if isinstance(request, _Request):
+            method, route = f"{OPERATIONS}/{request.rpc}", _ROUTES[request.rpc]
+        elif isinstance(request, _WatchRoute):
+            method = f"{WATCH}/Watch"
+            route = _COLLECTION_WATCH_ROUTE if request.collection else _NAMES_WATCH_ROUTE
+        else:
+            method, route = "", None
+        traced = telemetry.server_request(
+            method,
+            scope["method"],
+            None if route is None else self.prefix + route,
+            (request.caller if isinstance(request, _Request) else caller_of_scope(scope)).metadata,
+        )
+        status = 0
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._answer(request, scope, receive, sending)
+        finally:
+            traced.end_http(status or None)
+
+    async def _answer(self, request: _Routed, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request, a routed one or the error of one that matched no route."""
+        if isinstance(request, _WatchRoute):
+            assert self.watches is not None  # routed only then
+            await self.watches.serve(scope, receive, send, request.collection)
             return
         name = ""
         headers: list[tuple[bytes, bytes]] = []
         try:
-            request = self._route(scope)
+            if isinstance(request, Exception):
+                raise request
             name = request.name
             body = (
                 await read_body(scope, receive, self.max_body_bytes)
@@ -212,31 +265,28 @@ class OperationsApp:
                 headers.append((b"allow", _METHODS.encode()))
         await respond(send, status, payload, headers)
 
-    async def _watch(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Serve a ``:watch`` request, if this is one: True once it is answered."""
-        path: str = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        if self.watches is None or not path.startswith(self.prefix + "/"):
-            return False
-        collection = self.watches.route(scope["method"], path[len(self.prefix) + 1 :])
-        if collection is None:
-            return False
-        await self.watches.serve(scope, receive, send, collection)
-        return True
-
     # -- reading the request ------------------------------------------------------------
 
-    def _route(self, scope: Scope) -> _Request:
+    def _route(self, scope: Scope) -> _Routed:
+        """What *scope* asks for; the error to answer when it matches no route."""
         path: str = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
         method: str = scope["method"]
         if not path.startswith(self.prefix + "/"):
-            raise _no_route(method, path)
+            return _no_route(method, path)
         path = path[len(self.prefix) + 1 :]
+        if self.watches is not None:
+            collection = self.watches.route(method, path)
+            if collection is not None:
+                return _WatchRoute(collection)
+        try:
+            return self._operations_route(scope, method, path)
+        except Exception as exc:  # answered as an error
+            return exc
+
+    def _operations_route(self, scope: Scope, method: str, path: str) -> _Request:
         rpc: Rpc
         if method == "GET":
             if path == "operations":
