@@ -186,3 +186,65 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
             elif child in on_stack:
                 low[node] = min(low[node], index[child])
     return components
+
+
+# -- tests, examples and benchmarks use the public API ---------------------------------
+
+PUBLIC = (
+    "lro_async",
+    "lro_async.stores",
+    "lro_async.http",
+    "lro_async.testing",
+    "lro_async.sync",
+    "lro_async.telemetry",
+)
+"""The modules a user imports (the README documents each); ``lro_async.demo`` too, for its
+generated service, though it exports nothing."""
+
+USERS = ("tests", "examples", "benchmarks")
+
+
+def _public_names() -> dict[int, str]:
+    """``id`` of every object the public modules export -> the module to import it from."""
+    import importlib
+
+    found: dict[int, str] = {}
+    for name in reversed(PUBLIC):  # the shortest path wins: lro_async's over its parts'
+        module = importlib.import_module(name)
+        for exported in getattr(module, "__all__", ()):
+            found[id(getattr(module, exported))] = name
+    return found
+
+
+def _internal_imports_of_public_names() -> Iterator[str]:
+    import importlib
+
+    public = _public_names()
+    root = PACKAGE.parent
+    for folder in USERS:
+        for path in sorted((root / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.ImportFrom) or node.level or node.module is None:
+                    continue
+                if not node.module.startswith("lro_async.") or node.module in PUBLIC:
+                    continue
+                if path.stem == f"test_{node.module.rpartition('.')[2]}":
+                    continue  # a test of that module itself
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    value = getattr(module, alias.name, None)
+                    if value is None or isinstance(value, type(module)):
+                        continue
+                    home = public.get(id(value))
+                    if home is not None:
+                        where = f"{path.relative_to(root)}:{node.lineno}"
+                        yield f"{where}: {alias.name} from {node.module}, not from {home}"
+
+
+def test_tests_examples_and_benchmarks_import_public_names_from_the_public_api() -> None:
+    """A name the public API exports is imported from it, never through an internal path:
+    what users read and what the suite exercises stay the same (an internal module's own
+    names, which no public module exports, may still be imported to test them)."""
+    wrong = list(_internal_imports_of_public_names())
+    assert not wrong, "\n".join(wrong)
