@@ -1,7 +1,7 @@
 """Benchmark: the cost of the OpenTelemetry instrumentation (``--only otel``).
 
 The same benchmarks as ``notice`` and ``throughput``, run back to back in one run with
-the server and client processes in four modes, chosen by :data:`MODE_ENV`:
+the server and client processes in four telemetry modes (:mod:`benchmarks.telemetry`):
 
 - ``off``: ``lro_async.telemetry.disable()``, what an install without the extra runs
   (one attribute check per RPC or operation);
@@ -19,67 +19,19 @@ that alternate the modes, so a noisy neighbour hurts them alike). Target: within
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
-from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .harness import Report, ServerProcess, Settings, Table, Target, run_client
+from . import telemetry
+from .processes import ServerProcess, run_client
+from .reports import Report, Target
+from .settings import Settings
+from .tables import Table
+from .telemetry import MODES
 
 NAME = "otel"
-MODE_ENV = "LRO_ASYNC_BENCH_TELEMETRY"
-MODES = ("off", "api", "metrics", "sdk")
 TARGETED = ("api", "metrics")  # the issue's 5 %; sdk (every span sampled) is reported
 NOTICE_CLIENTS = {"long-poll": "lro", "watch": "lro-watch"}
-
-
-def from_environment() -> None:
-    """Set up this process's telemetry as :data:`MODE_ENV` says (unset: the default)."""
-    mode = os.environ.get(MODE_ENV, "")
-    if not mode:
-        return
-    from lro_async import telemetry
-
-    if mode == "off":
-        telemetry.disable()
-    elif mode == "api":
-        telemetry.reset()
-    elif mode in ("metrics", "sdk"):
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-        from opentelemetry.sdk.trace.export import (
-            BatchSpanProcessor,
-            SpanExporter,
-            SpanExportResult,
-        )
-
-        class Discard(SpanExporter):
-            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-                return SpanExportResult.SUCCESS
-
-        tracer_provider = None
-        if mode == "sdk":
-            tracer_provider = TracerProvider()
-            tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
-        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-        telemetry.configure(tracer_provider=tracer_provider, meter_provider=meter_provider)
-    else:
-        raise SystemExit(f"{MODE_ENV} must be one of {', '.join(MODES)}, not {mode!r}")
-
-
-@contextlib.contextmanager
-def _mode(mode: str) -> Iterator[None]:
-    """Processes started meanwhile run in *mode*."""
-    previous = os.environ.get(MODE_ENV)
-    os.environ[MODE_ENV] = mode
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[MODE_ENV]
-        else:
-            os.environ[MODE_ENV] = previous
 
 
 def run(settings: Settings) -> Report:
@@ -114,7 +66,7 @@ def _notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) ->
                         "spread": spread,
                         "limit": limit,
                     }
-                    with _mode(mode), ServerProcess(kind) as server:
+                    with telemetry.mode(mode), ServerProcess(kind) as server:
                         params["target"] = server.target
                         result = run_client("notice", params, timeout=limit + 120)
                     measured[mode].append(result)
@@ -159,7 +111,7 @@ def _throughput(report: Report, rounds: int) -> None:
     with contextlib.ExitStack() as stack:
         targets = {}
         for mode in MODES:
-            with _mode(mode):
+            with telemetry.mode(mode):
                 targets[mode] = stack.enter_context(ServerProcess("lro")).target
         params = {
             "targets": targets,

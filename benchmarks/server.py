@@ -47,7 +47,10 @@ from lro_async.server.watching import WatchServicer
 from lro_async.stores.sqlite import SQLiteStore
 
 from .control import control_handler
-from .harness import MESSAGE_OPTIONS, GcPauses, rss_bytes
+from .gcpauses import GcPauses
+from .resources import rss_bytes
+from .settings import MESSAGE_OPTIONS
+from .telemetry import from_environment
 
 KINDS = ("lro", "lro-watch", "lro-sqlite", "lro-nowait", "bare")
 
@@ -320,8 +323,6 @@ def main() -> None:
         "--default-options", action="store_true", help="grpc defaults, not server_options()"
     )
     args = parser.parse_args()
-    from .otel import from_environment
-
     from_environment()
     asyncio.run(serve(args.kind, count_rpcs=args.count_rpcs, default_options=args.default_options))
 

@@ -24,17 +24,11 @@ import grpc
 from google.longrunning import operations_pb2
 
 from .control import Control
-from .harness import (
-    MESSAGE_OPTIONS,
-    Report,
-    ServerProcess,
-    Settings,
-    Table,
-    Target,
-    client_main,
-    cpu_seconds,
-    run_client,
-)
+from .processes import ServerProcess, client_main, run_client
+from .reports import Report, Target
+from .resources import cpu_seconds
+from .settings import MESSAGE_OPTIONS, Settings
+from .tables import Table
 
 NAME = "throughput"
 SERVERS = ("lro", "lro-sqlite", "bare")
