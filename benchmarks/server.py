@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import gc
 import resource
 import shutil
@@ -34,7 +33,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +43,7 @@ from google.protobuf import wrappers_pb2
 import lro_async
 from lro_async.server.watching import WatchServicer
 from lro_async.stores.sqlite import SQLiteStore
+from lro_async.testing import RpcCounter
 
 from .control import control_handler
 from .gcpauses import GcPauses
@@ -54,7 +53,7 @@ from .telemetry import from_environment
 
 KINDS = ("lro", "lro-watch", "lro-sqlite", "lro-nowait", "bare")
 
-_OPERATIONS = "/google.longrunning.Operations/"
+_OPERATIONS_SERVICE = "google.longrunning.Operations"
 _Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -178,25 +177,6 @@ class BareBackend(operations_pb2_grpc.OperationsServicer):
         return self._operations[request.name]
 
 
-class RpcCounter(grpc.aio.ServerInterceptor):
-    """Counts the Operations RPCs the server's Python side receives, by method."""
-
-    def __init__(self) -> None:
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method = handler_call_details.method
-        if method.startswith(_OPERATIONS):
-            self.counts[method.removeprefix(_OPERATIONS)] += 1
-        return await continuation(handler_call_details)
-
-
 class BenchServer:
     """One backend, the Control service, and the bookkeeping both need."""
 
@@ -245,7 +225,7 @@ class BenchServer:
             "rss": rss_bytes(),
             "waiting": self.backend.waiting(),
             "done": self.finished,
-            "rpcs": dict(self.counter.counts) if self.counter is not None else {},
+            "rpcs": self.counter.by_method(_OPERATIONS_SERVICE) if self.counter is not None else {},
             "gc": self.gc.state(),
             # gc-tracked objects: what a full collection walks (counting them costs a walk)
             "objects": len(gc.get_objects()) if request.get("objects") else -1,
