@@ -13,11 +13,25 @@ asserted.
 - ``idle``: memory and CPU of thousands of open WaitOperation calls, versus a bare
   long-poll server (an ``asyncio.Event`` per operation);
 - ``wakeup``: time until the last of thousands of waiters is answered when every
-  operation finishes at once, versus the same bare server.
+  operation finishes at once, versus the same bare server;
+- ``scale``: memory, notice latency and CPU per awaited operation from 1,000 to 100,000,
+  over the Watch stream and with a WaitOperation per operation;
+- ``batch``: a batch awaited at once in an app-sized heap, lro_async against raw
+  WaitOperation loops in the same process;
+- ``otel``: the cost of the OpenTelemetry instrumentation, by telemetry mode.
 
-Modules: ``harness`` (processes, statistics, tables, JSON), ``control`` (the side channel
-a client uses to drive a benchmark server), ``server`` (``python -m benchmarks.server``),
-``waiters`` (the client of ``idle`` and ``wakeup``) and one module per benchmark.
+Modules, besides one per benchmark:
+
+- what every benchmark shares: ``settings`` (the command line, gRPC message limits,
+  paths), ``processes`` (starting servers and clients, and a client's ``__main__``),
+  ``reports`` (a benchmark's report, its targets and JSON) and ``tables`` (printed
+  tables);
+- what the processes measure with: ``resources`` (CPU seconds, resident memory),
+  ``gcpauses`` (garbage-collector pauses), ``percentiles`` (p50/p99 summaries) and
+  ``telemetry`` (a process's OpenTelemetry mode, for ``otel``);
+- the processes themselves: ``server`` (``python -m benchmarks.server``), ``control``
+  (the side channel a client drives a benchmark server with) and ``waiters`` (the client
+  of ``idle``, ``wakeup`` and ``scale``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 
 from . import batch, idle, notice, otel, scale, throughput, wakeup
-from .harness import Report, Settings, Table, write_report
+from .reports import Report, write_report
+from .settings import Settings
+from .tables import Table
 
 BENCHMARKS: dict[str, Callable[[Settings], Report]] = {
     notice.NAME: notice.run,
@@ -49,15 +51,18 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Settings]:
         "or calls in flight (throughput)",
     )
     parser.add_argument(
-        "--rate", type=float, default=500.0, help="notice: paced completions per second"
+        "--rate", type=float, default=Settings.rate, help="notice: paced completions per second"
     )
     parser.add_argument(
-        "--idle-seconds", type=float, default=10.0, help="idle: seconds idle CPU is measured over"
+        "--idle-seconds",
+        type=float,
+        default=Settings.idle,
+        help="idle: seconds idle CPU is measured over",
     )
     parser.add_argument(
         "--api-core-max",
         type=int,
-        default=10_000,
+        default=Settings.api_core_max,
         help="notice: the largest size google-api-core's polling is run at",
     )
     args = parser.parse_args(argv)

@@ -30,18 +30,12 @@ from google.protobuf import duration_pb2, wrappers_pb2
 from lro_async.client.operations import AsyncOperationsClient
 
 from .control import Control
-from .harness import (
-    MESSAGE_OPTIONS,
-    GcPauses,
-    Report,
-    ServerProcess,
-    Settings,
-    Table,
-    Target,
-    client_main,
-    run_client,
-    summary,
-)
+from .gcpauses import GcPauses
+from .percentiles import summary
+from .processes import ServerProcess, client_main, run_client
+from .reports import Report, Target
+from .settings import MESSAGE_OPTIONS, Settings
+from .tables import Table
 
 NAME = "batch"
 PATHS = {"watch": "lro-watch", "wait": "lro"}

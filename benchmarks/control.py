@@ -12,7 +12,7 @@ Operations service and never counted as an Operations RPC.
 - ``Stats {}`` -> ``{cpu, rss, waiting, done, rpcs, gc}``: the server process's CPU
   seconds and resident bytes, open WaitOperation calls, finished operations, Operations
   RPCs received so far by method, and its garbage collector's pauses
-  (:class:`~benchmarks.harness.GcPauses`); ``{objects: true}`` also counts the objects
+  (:class:`~benchmarks.gcpauses.GcPauses`); ``{objects: true}`` also counts the objects
   its garbage collector tracks.
 """
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .harness import Report, ServerProcess, Settings, Table, Target, run_client
+from .processes import ServerProcess, run_client
+from .reports import Report, Target
+from .settings import Settings
+from .tables import Table
 
 NAME = "idle"
 RUNS = (("lro-watch", "lro"), ("lro", "lro"), ("bare", "lro"), ("bare", "raw"))

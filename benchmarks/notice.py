@@ -38,19 +38,13 @@ from google.protobuf import wrappers_pb2
 from lro_async.client.operations import AsyncOperationsClient
 
 from .control import Control
-from .harness import (
-    MESSAGE_OPTIONS,
-    GcPauses,
-    Report,
-    ServerProcess,
-    Settings,
-    Table,
-    Target,
-    client_main,
-    cpu_seconds,
-    run_client,
-    summary,
-)
+from .gcpauses import GcPauses
+from .percentiles import summary
+from .processes import ServerProcess, client_main, run_client
+from .reports import Report, Target
+from .resources import cpu_seconds
+from .settings import MESSAGE_OPTIONS, Settings
+from .tables import Table
 
 NAME = "notice"
 CLIENTS = ("watch", "long-poll", "polling", "api-core")

@@ -1,7 +1,7 @@
 """Benchmark: the cost of the OpenTelemetry instrumentation (``--only otel``).
 
 The same benchmarks as ``notice`` and ``throughput``, run back to back in one run with
-the server and client processes in four modes, chosen by :data:`MODE_ENV`:
+the server and client processes in four telemetry modes (:mod:`benchmarks.telemetry`):
 
 - ``off``: ``lro_async.telemetry.disable()``, what an install without the extra runs
   (one attribute check per RPC or operation);
@@ -19,67 +19,20 @@ that alternate the modes, so a noisy neighbour hurts them alike). Target: within
 from __future__ import annotations
 
 import contextlib
-import os
-import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from .harness import Report, ServerProcess, Settings, Table, Target, run_client
+from . import telemetry, throughput
+from .processes import ServerProcess, run_client
+from .reports import Report, Target
+from .rounds import Rounds
+from .settings import Settings
+from .tables import Table
+from .telemetry import MODES
 
 NAME = "otel"
-MODE_ENV = "LRO_ASYNC_BENCH_TELEMETRY"
-MODES = ("off", "api", "metrics", "sdk")
 TARGETED = ("api", "metrics")  # the issue's 5 %; sdk (every span sampled) is reported
 NOTICE_CLIENTS = {"long-poll": "lro", "watch": "lro-watch"}
-
-
-def from_environment() -> None:
-    """Set up this process's telemetry as :data:`MODE_ENV` says (unset: the default)."""
-    mode = os.environ.get(MODE_ENV, "")
-    if not mode:
-        return
-    from lro_async import telemetry
-
-    if mode == "off":
-        telemetry.disable()
-    elif mode == "api":
-        telemetry.reset()
-    elif mode in ("metrics", "sdk"):
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-        from opentelemetry.sdk.trace.export import (
-            BatchSpanProcessor,
-            SpanExporter,
-            SpanExportResult,
-        )
-
-        class Discard(SpanExporter):
-            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-                return SpanExportResult.SUCCESS
-
-        tracer_provider = None
-        if mode == "sdk":
-            tracer_provider = TracerProvider()
-            tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
-        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-        telemetry.configure(tracer_provider=tracer_provider, meter_provider=meter_provider)
-    else:
-        raise SystemExit(f"{MODE_ENV} must be one of {', '.join(MODES)}, not {mode!r}")
-
-
-@contextlib.contextmanager
-def _mode(mode: str) -> Iterator[None]:
-    """Processes started meanwhile run in *mode*."""
-    previous = os.environ.get(MODE_ENV)
-    os.environ[MODE_ENV] = mode
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[MODE_ENV]
-        else:
-            os.environ[MODE_ENV] = previous
 
 
 def run(settings: Settings) -> Report:
@@ -102,31 +55,29 @@ def _notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) ->
     for size in sizes:
         spread = max(1.0, size / rate)
         for client, kind in NOTICE_CLIENTS.items():
-            measured: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
-            for round_ in range(rounds):
-                order = MODES[round_ % len(MODES) :] + MODES[: round_ % len(MODES)]
-                for mode in order:
-                    limit = _delay(size) + spread + GIVE_UP
-                    params: dict[str, Any] = {
-                        "client": client,
-                        "count": size,
-                        "delay": _delay(size),
-                        "spread": spread,
-                        "limit": limit,
-                    }
-                    with _mode(mode), ServerProcess(kind) as server:
-                        params["target"] = server.target
-                        result = run_client("notice", params, timeout=limit + 120)
-                    measured[mode].append(result)
-                    runs.append({"ops": size, "client": client, "mode": mode, **result})
-                    print(
-                        f"  otel notice {size} {client} {mode}: "
-                        f"p50 {result['notice_ms']['p50']:.1f} ms, "
-                        f"p99 {result['notice_ms']['p99']:.1f} ms",
-                        flush=True,
-                    )
-            p50 = {m: statistics.median(r["notice_ms"]["p50"] for r in measured[m]) for m in MODES}
-            p99 = {m: statistics.median(r["notice_ms"]["p99"] for r in measured[m]) for m in MODES}
+            measured = Rounds(MODES, rounds)
+            for round_, mode in measured:
+                limit = _delay(size) + spread + GIVE_UP
+                params: dict[str, Any] = {
+                    "client": client,
+                    "count": size,
+                    "delay": _delay(size),
+                    "spread": spread,
+                    "limit": limit,
+                }
+                with telemetry.mode(mode), ServerProcess(kind) as server:
+                    params["target"] = server.target
+                    result = run_client("notice", params, timeout=limit + 120)
+                measured.add(round_, mode, result)
+                runs.append({"ops": size, "client": client, "mode": mode, **result})
+                print(
+                    f"  otel notice {size} {client} {mode}: "
+                    f"p50 {result['notice_ms']['p50']:.1f} ms, "
+                    f"p99 {result['notice_ms']['p99']:.1f} ms",
+                    flush=True,
+                )
+            p50 = {m: measured.median(m, _notice_p50) for m in MODES}
+            p99 = {m: measured.median(m, _notice_p99) for m in MODES}
             for mode in MODES:
                 table.rows.append(
                     [
@@ -137,7 +88,7 @@ def _notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) ->
                         p99[mode],
                         p50[mode] / p50["off"],
                         p99[mode] / p99["off"],
-                        " ".join(f"{r['notice_ms']['p50']:.1f}" for r in measured[mode]),
+                        measured.spread(mode, _notice_p50, ".1f"),
                     ]
                 )
             for mode in TARGETED:
@@ -154,12 +105,20 @@ def _notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) ->
     report.data["notice"] = runs
 
 
+def _notice_p50(result: Mapping[str, Any]) -> float:
+    return float(result["notice_ms"]["p50"])
+
+
+def _notice_p99(result: Mapping[str, Any]) -> float:
+    return float(result["notice_ms"]["p99"])
+
+
 def _throughput(report: Report, rounds: int) -> None:
     in_flight = 16
     with contextlib.ExitStack() as stack:
         targets = {}
         for mode in MODES:
-            with _mode(mode):
+            with telemetry.mode(mode):
                 targets[mode] = stack.enter_context(ServerProcess("lro")).target
         params = {
             "targets": targets,
@@ -171,22 +130,21 @@ def _throughput(report: Report, rounds: int) -> None:
         result = run_client("throughput", params, timeout=rounds * 2 * 3 * 7 + 60)
     measurements: list[dict[str, Any]] = result["measurements"]
     report.data["throughput"] = measurements
-    rate = {(m["server"], m["round"]): m["calls_per_s"] for m in measurements}
+    measured = throughput.rounds_of(measurements, MODES, rounds * 2, in_flight)
     table = Table(
         f"otel: GetOperation calls/s at {in_flight} in flight (server instrumented; the "
         "client is a bare stub), median of rounds, and the median of each round's ratio",
         ["mode", "calls/s", "vs off", "server CPU ms/call", "rounds calls/s"],
     )
     for mode in MODES:
-        samples = [m for m in measurements if m["server"] == mode]
-        ratio = statistics.median(rate[mode, r] / rate["off", r] for r in range(rounds * 2))
+        ratio = measured.ratio(mode, "off", "calls_per_s")
         table.rows.append(
             [
                 mode,
-                statistics.median(m["calls_per_s"] for m in samples),
+                measured.median(mode, "calls_per_s"),
                 ratio,
-                statistics.median(m["server_cpu_ms_per_call"] for m in samples),
-                " ".join(f"{m['calls_per_s']:.0f}" for m in samples),
+                measured.median(mode, "server_cpu_ms_per_call"),
+                measured.spread(mode, "calls_per_s", ".0f"),
             ]
         )
         if mode in TARGETED:

@@ -23,8 +23,11 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from .harness import RESULTS, ROOT, Report, ServerProcess, Settings, Table, Target, run_client
 from .notice import GIVE_UP, _delay
+from .processes import ServerProcess, run_client
+from .reports import Report, Target
+from .settings import RESULTS, ROOT, Settings
+from .tables import Table
 
 NAME = "scale"
 PATHS = {"watch": ("lro-watch", "watch"), "wait": ("lro", "long-poll")}

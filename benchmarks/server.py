@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import gc
 import resource
 import shutil
@@ -34,7 +33,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,13 +43,17 @@ from google.protobuf import wrappers_pb2
 import lro_async
 from lro_async.server.watching import WatchServicer
 from lro_async.stores.sqlite import SQLiteStore
+from lro_async.testing import RpcCounter
 
 from .control import control_handler
-from .harness import MESSAGE_OPTIONS, GcPauses, rss_bytes
+from .gcpauses import GcPauses
+from .resources import rss_bytes
+from .settings import MESSAGE_OPTIONS
+from .telemetry import from_environment
 
 KINDS = ("lro", "lro-watch", "lro-sqlite", "lro-nowait", "bare")
 
-_OPERATIONS = "/google.longrunning.Operations/"
+_OPERATIONS_SERVICE = "google.longrunning.Operations"
 _Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -175,25 +177,6 @@ class BareBackend(operations_pb2_grpc.OperationsServicer):
         return self._operations[request.name]
 
 
-class RpcCounter(grpc.aio.ServerInterceptor):
-    """Counts the Operations RPCs the server's Python side receives, by method."""
-
-    def __init__(self) -> None:
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method = handler_call_details.method
-        if method.startswith(_OPERATIONS):
-            self.counts[method.removeprefix(_OPERATIONS)] += 1
-        return await continuation(handler_call_details)
-
-
 class BenchServer:
     """One backend, the Control service, and the bookkeeping both need."""
 
@@ -242,7 +225,7 @@ class BenchServer:
             "rss": rss_bytes(),
             "waiting": self.backend.waiting(),
             "done": self.finished,
-            "rpcs": dict(self.counter.counts) if self.counter is not None else {},
+            "rpcs": self.counter.by_method(_OPERATIONS_SERVICE) if self.counter is not None else {},
             "gc": self.gc.state(),
             # gc-tracked objects: what a full collection walks (counting them costs a walk)
             "objects": len(gc.get_objects()) if request.get("objects") else -1,
@@ -320,8 +303,6 @@ def main() -> None:
         "--default-options", action="store_true", help="grpc defaults, not server_options()"
     )
     args = parser.parse_args()
-    from .otel import from_environment
-
     from_environment()
     asyncio.run(serve(args.kind, count_rpcs=args.count_rpcs, default_options=args.default_options))
 

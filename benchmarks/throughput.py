@@ -17,24 +17,19 @@ The operation read is a done one, with a response, as a poll of a finished job r
 from __future__ import annotations
 
 import asyncio
-import statistics
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from google.longrunning import operations_pb2
 
 from .control import Control
-from .harness import (
-    MESSAGE_OPTIONS,
-    Report,
-    ServerProcess,
-    Settings,
-    Table,
-    Target,
-    client_main,
-    cpu_seconds,
-    run_client,
-)
+from .processes import ServerProcess, client_main, run_client
+from .reports import Report, Target
+from .resources import cpu_seconds
+from .rounds import Rounds, rotation
+from .settings import MESSAGE_OPTIONS, Settings
+from .tables import Table
 
 NAME = "throughput"
 SERVERS = ("lro", "lro-sqlite", "bare")
@@ -87,23 +82,18 @@ def run(settings: Settings) -> Report:
     )
     ratios: dict[tuple[str, int], float] = {}
     for c in concurrency:
-        rate = {
-            (m["server"], m["round"]): m["calls_per_s"] for m in measurements if m["in_flight"] == c
-        }
+        measured = rounds_of(measurements, SERVERS, rounds, c)
         for server in SERVERS:
-            samples = [m for m in measurements if m["server"] == server and m["in_flight"] == c]
-            ratios[server, c] = statistics.median(
-                rate[server, r] / rate["bare", r] for r in range(rounds)
-            )
+            ratios[server, c] = measured.ratio(server, "bare", "calls_per_s")
             table.rows.append(
                 [
                     LABELS[server],
                     c,
-                    statistics.median(m["calls_per_s"] for m in samples),
+                    measured.median(server, "calls_per_s"),
                     ratios[server, c],
-                    statistics.median(m["server_cpu_ms_per_call"] for m in samples),
-                    statistics.median(m["client_cpu_ms_per_call"] for m in samples),
-                    " ".join(f"{m['calls_per_s']:.0f}" for m in samples),
+                    measured.median(server, "server_cpu_ms_per_call"),
+                    measured.median(server, "client_cpu_ms_per_call"),
+                    measured.spread(server, "calls_per_s", ".0f"),
                 ]
             )
     report.tables.append(table)
@@ -132,6 +122,17 @@ def run(settings: Settings) -> Report:
     return report
 
 
+def rounds_of(
+    measurements: list[dict[str, Any]], servers: Sequence[str], rounds: int, in_flight: int
+) -> Rounds[str]:
+    """The client's *measurements* at *in_flight* calls in flight, by server and round."""
+    measured = Rounds(servers, rounds)
+    for m in measurements:
+        if m["in_flight"] == in_flight:
+            measured.add(int(m["round"]), str(m["server"]), m)
+    return measured
+
+
 # -- the client process -------------------------------------------------------------------
 
 
@@ -149,9 +150,8 @@ async def _client(params: dict[str, Any]) -> dict[str, Any]:
         measurements = []
         servers = list(channels)
         for round_ in range(int(params["rounds"])):
-            order = servers[round_ % len(servers) :] + servers[: round_ % len(servers)]
             for c in params["in_flight"]:
-                for server in order:
+                for server in rotation(servers, round_):
                     measured = await _measure(
                         channels[server],
                         names[server],

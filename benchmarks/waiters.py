@@ -32,14 +32,11 @@ from google.protobuf import duration_pb2, wrappers_pb2
 from lro_async.client.operations import AsyncOperationsClient
 
 from .control import Control, Stats
-from .harness import (
-    MESSAGE_OPTIONS,
-    GcPauses,
-    client_main,
-    cpu_seconds,
-    percentile,
-    rss_bytes,
-)
+from .gcpauses import GcPauses
+from .percentiles import percentile
+from .processes import client_main
+from .resources import cpu_seconds, rss_bytes
+from .settings import MESSAGE_OPTIONS
 
 _LONG_POLL = 900  # seconds a raw wait asks for, as lro_async's default WaitPolicy does
 _REFUSED = (

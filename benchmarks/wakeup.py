@@ -4,10 +4,11 @@ N waiters (10,000 by default) whose operations all finish at once: the server fi
 every operation in one go and the figure is the time from the start of that until the
 client has the last answer (and half of them). The bare limit is a grpc.aio WaitOperation
 handler awaiting a plain ``asyncio.Event`` per operation, on which the same client waits.
-The two runs of the target repeat open-then-finish three times on new operations, taking
-turns (lro_async, bare, lro_async, ...: both servers stay up, a client process per round)
-so that a change in the machine's load between rounds lands on both; the figure is the
-median of each. The raw-client runs, which only tell which side the time goes to, run once.
+The runs with lro_async's client repeat open-then-finish three times on new operations,
+taking turns in an order that rotates each round (:mod:`benchmarks.rounds`; the servers
+stay up, a client process per turn) so that a change in the machine's load between
+rounds lands on all of them; the figure is the median of each. The raw-client runs,
+which only tell which side the time goes to, run once.
 
 Runs (server, client): (lro_async with the Watch extension, lro_async): every wait on one
 stream, against the whole bare per-call stack (bare, raw grpc.aio), the Watch target;
@@ -17,10 +18,14 @@ stream, against the whole bare per-call stack (bare, raw grpc.aio), the Watch ta
 
 from __future__ import annotations
 
-import statistics
+from collections.abc import Mapping
 from typing import Any
 
-from .harness import Report, ServerProcess, Settings, Table, Target, run_client
+from .processes import ServerProcess, run_client
+from .reports import Report, Target
+from .rounds import Figure, Rounds
+from .settings import Settings
+from .tables import Table
 
 NAME = "wakeup"
 RUNS = (
@@ -38,19 +43,6 @@ LABELS = {
 }
 HEADLINE = 10_000
 ROUNDS = 3
-
-
-def _merge(into: dict[str, Any], result: dict[str, Any]) -> None:
-    """Add one client run (one round) to the rounds of its (server, client) pair."""
-    if not into:
-        into.update(result)
-        return
-    into["wakes"] = into["wakes"] + result["wakes"]
-    into["failed"] += result["failed"]
-    into["failures"] = (into["failures"] + result["failures"])[:5]
-    into["waiting_at_open"] = min(into["waiting_at_open"], result["waiting_at_open"])
-    lasts = [w["last_answered"] for w in into["wakes"] if w["last_answered"] is not None]
-    into["last_answered"] = statistics.median(lasts) if lasts else None
 
 
 def run(settings: Settings) -> Report:
@@ -75,65 +67,73 @@ def run(settings: Settings) -> Report:
             "rounds: last answered",
         ],
     )
-    results: dict[tuple[int, str, str], dict[str, Any]] = {}
+    runs: list[dict[str, Any]] = []
+    lasts: dict[tuple[int, str, str], float] = {}
     for size in sizes:
+        # The raw-client runs only attribute the time to a side: one round each.
+        measured = Rounds([pair for pair in RUNS if pair[1] == "lro"], rounds)
+        once = Rounds([pair for pair in RUNS if pair[1] != "lro"], 1)
         with (
             ServerProcess("lro-watch", count_rpcs=True) as watch,
             ServerProcess("lro", count_rpcs=True) as lro,
             ServerProcess("bare", count_rpcs=True) as bare,
         ):
             targets = {"lro-watch": watch.target, "lro": lro.target, "bare": bare.target}
-            # The raw-client runs only attribute the time to a side: one round each.
-            turns = [run for _ in range(rounds) for run in RUNS if run[1] == "lro"]
-            turns += [run for run in RUNS if run[1] != "lro"]
-            for server_kind, client in turns:
-                params = {
-                    "client": client,
-                    "count": size,
-                    "idle": 0,
-                    "rounds": 1,
-                    "target": targets[server_kind],
-                }
-                result = run_client("waiters", params, timeout=300 + size / 100)
-                _merge(results.setdefault((size, server_kind, client), {}), result)
-        for server_kind, client in RUNS:
-            result = results[size, server_kind, client]
-            wakes = result["wakes"]
-
-            def median(key: str, wakes: list[dict[str, Any]] = wakes) -> float:
-                return statistics.median(float(w[key]) for w in wakes)
-
+            for turns in (measured, once):
+                for round_, (server_kind, client) in turns:
+                    params = {
+                        "client": client,
+                        "count": size,
+                        "idle": 0,
+                        "rounds": 1,
+                        "target": targets[server_kind],
+                    }
+                    result = run_client("waiters", params, timeout=300 + size / 100)
+                    turns.add(round_, (server_kind, client), result)
+        for pair in RUNS:
+            server_kind, client = pair
+            turns = measured if pair in measured.contenders else once
+            last_answered = lasts[size, server_kind, client] = turns.median(pair, "last_answered")
+            failed = sum(turns.values(pair, "failed"))
+            lost = int(failed + size - min(turns.values(pair, "waiting_at_open")))
             table.rows.append(
                 [
                     size,
                     LABELS[server_kind],
                     LABELS[client],
-                    result["last_answered"],
-                    median("half_answered"),
-                    median("complete_seconds"),
-                    median("server_cpu"),
-                    median("client_cpu"),
-                    result["failed"] + size - result["waiting_at_open"],
-                    f"{statistics.median(w['gc']['client']['seconds'] for w in wakes):.2f}/"
-                    f"{statistics.median(w['gc']['server']['seconds'] for w in wakes):.2f}",
-                    " ".join(f"{w['last_answered']:.2f}" for w in wakes),
+                    last_answered,
+                    turns.median(pair, _wake("half_answered")),
+                    turns.median(pair, _wake("complete_seconds")),
+                    turns.median(pair, _wake("server_cpu")),
+                    turns.median(pair, _wake("client_cpu")),
+                    lost,
+                    f"{turns.median(pair, _wake('gc', 'client', 'seconds')):.2f}/"
+                    f"{turns.median(pair, _wake('gc', 'server', 'seconds')):.2f}",
+                    turns.spread(pair, "last_answered", ".2f"),
                 ]
+            )
+            runs.append(
+                {
+                    "ops": size,
+                    "server": server_kind,
+                    "client": client,
+                    "last_answered": last_answered,
+                    "lost": lost,
+                    "rounds": turns.of(pair),
+                }
             )
             print(
                 f"  wakeup {size} {server_kind}/{client}: last answered after "
-                f"{result['last_answered']:.3f} s (median)",
+                f"{last_answered:.3f} s (median)",
                 flush=True,
             )
     report.tables.append(table)
-    report.data["runs"] = [
-        {"ops": size, "server": server_kind, "client": client, **result}
-        for (size, server_kind, client), result in results.items()
-    ]
+    report.data["runs"] = runs
     size = max(sizes)
     note = "" if size == HEADLINE else f"target is set at {HEADLINE:,} waiters"
 
     def last(server_kind: str, client: str) -> float:
-        return float(results[size, server_kind, client]["last_answered"])
+        return lasts[size, server_kind, client]
 
     report.targets.append(
         Target(
@@ -164,3 +164,15 @@ def run(settings: Settings) -> Report:
         f"{last('lro', 'lro') / last('bare', 'raw'):.2f}x"
     )
     return report
+
+
+def _wake(*keys: str) -> Figure:
+    """The figure at *keys* of a round's wake-up (a client run of one round has one)."""
+
+    def figure(result: Mapping[str, Any]) -> float:
+        [value] = result["wakes"]
+        for key in keys:
+            value = value[key]
+        return float(value)
+
+    return figure
