@@ -247,6 +247,7 @@ class Waiter:
         "_error",
         "_error_tb",
         "_final",
+        "_following",
         "_latest",
         "_listeners",
         "_owner",
@@ -271,6 +272,7 @@ class Waiter:
         self._unbounded = 0  # tickets without a deadline
         self._listeners = 0  # tickets of progress() iterations
         self._task: asyncio.Task[None] | None = None
+        self._following = False  # the Watch stream tells it the end; no task (see join)
         self._retired: set[asyncio.Task[None]] | None = None  # replaced, cancelled, ending
         self._plain_long_poll = False  # the task awaits a WaitOperation without the header
         self._progress_waits: Iterator[float] | None = None  # while the header is unproven
@@ -292,14 +294,25 @@ class Waiter:
         self._tickets.add(ticket)
         self._unbounded += ticket.deadline is None
         self._listeners += ticket.progress
-        if self._task is None:
+        if self._task is None and not self._following:
             telemetry = self._owner.telemetry
             if telemetry is not None and self._trace is None and not self._settled.is_set():
                 self._trace = telemetry.start_wait(self.name, self._owner.transport_kind)
+            stream = self._owner.watch
+            if stream is not None and stream.supported is not False and not self._listeners:
+                # Only the end is wanted and the Watch stream may have it: the stream tells
+                # this waiter, which then holds no task (and no coroutine frames) at all.
+                self._following = True
+                stream.follow(self.name, self._watched)
+            else:
+                self._task = self._start(None)
+        elif ticket.progress and self._following:
+            self._unfollow()  # a listener wants each metadata change: a task follows them
             self._task = self._start(None)
         elif ticket.progress and self._listeners == 1 and self._plain_long_poll:
             # The open call would not return on a metadata change: reopen it with the header.
             previous = self._task
+            assert previous is not None  # a plain long poll runs in the task
             previous.cancel()
             if self._retired is None:
                 self._retired = set()
@@ -319,6 +332,7 @@ class Waiter:
         self._owner.forget(self)
         if self._trace is not None:
             self._end_trace(grpc.StatusCode.CANCELLED, "every awaiter left")
+        self._unfollow()
         return self._stop()
 
     async def leave(self, ticket: Ticket) -> None:
@@ -329,6 +343,7 @@ class Waiter:
 
     def close(self, error: Exception) -> list[asyncio.Task[None]]:
         """End the wait of every awaiter with *error*; return the cancelled tasks to await."""
+        self._unfollow()
         tasks = self._stop()
         if not self._settled.is_set():
             self._settle_error(error)
@@ -373,23 +388,47 @@ class Waiter:
 
     # -- the task ---------------------------------------------------------------------
 
-    def _start(self, previous: asyncio.Task[None] | None) -> asyncio.Task[None]:
-        return asyncio.create_task(self._run(previous), name=f"lro_async waiter {self.name}")
+    def _unfollow(self) -> None:
+        if self._following:
+            self._following = False
+            if (stream := self._owner.watch) is not None:
+                stream.forget(self.name)
 
-    async def _run(self, previous: asyncio.Task[None] | None) -> None:
+    def _watched(self, result: operations_pb2.Operation | RpcError) -> None:
+        """The Watch stream's answer for a wait followed without a task (see :meth:`join`)."""
+        if not self._following:
+            return
+        self._following = False
+        if isinstance(result, RpcError):
+            # What a task does when the stream fails it: retry, fall back, or end the wait.
+            self._task = self._start(None, failed=result)
+            return
+        if self._trace is not None:
+            self._trace.how |= WATCHED
+        self._publish(result)
+        self._settle(result)
+
+    def _start(
+        self, previous: asyncio.Task[None] | None, *, failed: RpcError | None = None
+    ) -> asyncio.Task[None]:
+        return asyncio.create_task(
+            self._run(previous, failed), name=f"lro_async waiter {self.name}"
+        )
+
+    async def _run(self, previous: asyncio.Task[None] | None, failed: RpcError | None) -> None:
         if previous is not None:
             await asyncio.wait([previous])
         trace, telemetry = self._trace, self._owner.telemetry
         token = None if trace is None or telemetry is None else telemetry.attach(trace.span)
         try:
-            await self._run_traced()
+            await self._run_traced(failed)
         finally:
             if token is not None and telemetry is not None:
                 telemetry.detach(token)
 
-    async def _run_traced(self) -> None:
+    async def _run_traced(self, failed: RpcError | None) -> None:
         try:
-            operation = await self._follow()
+            operation = await self._follow(failed)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -401,14 +440,20 @@ class Waiter:
         except Exception as exc:  # every awaiter must hear of it, whatever it is
             self._settle_error(exc)
         else:
-            self._final = operation
-            self._owner.forget(self)
-            if self._trace is not None:
-                self._end_trace(operation.error.code, operation.error.message)
-            self._settled.set()
+            self._settle(operation)
 
-    async def _follow(self) -> operations_pb2.Operation:
-        """Make RPCs until the operation is done; raise a permanent error."""
+    def _settle(self, operation: operations_pb2.Operation) -> None:
+        self._final = operation
+        self._owner.forget(self)
+        if self._trace is not None:
+            self._end_trace(operation.error.code, operation.error.message)
+        self._settled.set()
+
+    async def _follow(self, failed: RpcError | None) -> operations_pb2.Operation:
+        """Make RPCs until the operation is done; raise a permanent error.
+
+        :param failed: what the Watch stream failed a task-free wait with, handled first.
+        """
         # Backoff delays, made when first needed (most waits never need any): between
         # retries, and between polls and after early answers.
         retries: Iterator[float] | None = None
@@ -417,7 +462,7 @@ class Waiter:
         failing_since: float | None = None  # loop time of the first failure in a row
         stream = self._owner.watch
         try:
-            return await self._follow_with(stream, retries, pauses, failing_since)
+            return await self._follow_with(stream, retries, pauses, failing_since, failed)
         finally:
             if stream is not None:
                 stream.forget(self.name)
@@ -428,14 +473,20 @@ class Waiter:
         retries: Iterator[float] | None,
         pauses: Iterator[float] | None,
         failing_since: float | None,
+        failed: RpcError | None,
     ) -> operations_pb2.Operation:
         while True:
-            watching = stream is not None and stream.supported is not False
+            # A failure handed over from the stream is a watching failure, whatever the
+            # stream learnt meanwhile (an UNIMPLEMENTED turns waits to WaitOperation).
+            watching = failed is not None or (stream is not None and stream.supported is not False)
             mode = self._owner.long_poll
             if not watching and mode is None and (probe := self._owner.begin_probe()) is not None:
                 await probe.wait()  # another waiter is finding out whether to long-poll
                 continue
             try:
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
                 if stream is not None and watching:
                     operation = await stream.next(self.name, metadata=self._listeners > 0)
                     if self._trace is not None:

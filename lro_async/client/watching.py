@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import TYPE_CHECKING, Literal, cast
 
 import grpc
@@ -44,13 +44,24 @@ WatchRequest = watch_pb2.WatchRequest
 _Call = grpc.aio.StreamStreamCall[WatchRequest, watch_pb2.WatchResponse]
 
 
-class _Entry:
-    __slots__ = ("future", "latest", "metadata")
+Followed = Callable[[operations_pb2.Operation | RpcError], None]
+"""Told, once, the done state of a followed operation or the error that ended its watch."""
 
-    def __init__(self, metadata: bool) -> None:
+
+class _Entry:
+    __slots__ = ("callback", "future", "latest", "metadata")
+
+    def __init__(self, metadata: bool, callback: Followed | None = None) -> None:
         self.metadata = metadata
+        self.callback = callback  # followed without a task (see Multiplexer.follow)
         self.future: asyncio.Future[operations_pb2.Operation] | None = None
         self.latest: operations_pb2.Operation | None = None  # a state nobody awaited yet
+
+    def fail(self, error: RpcError) -> None:
+        if self.callback is not None:
+            self.callback(error)
+        elif self.future is not None and not self.future.done():
+            self.future.set_exception(error)
 
 
 class Multiplexer:
@@ -90,6 +101,18 @@ class Multiplexer:
         finally:
             entry.future = None
 
+    def follow(self, name: str, callback: Followed) -> None:
+        """Watch *name* until done without anyone awaiting: *callback* is told, once, the
+        done state or the error that ended the watch of it (then *name* is forgotten).
+
+        What a plain awaited operation costs a client watching thousands: an entry here,
+        no task and no future. Call :meth:`forget` to stop early.
+        """
+        if name in self._entries:
+            raise RuntimeError(f"{name!r} is watched already")
+        self._entries[name] = _Entry(False, callback)
+        self._want(name, False)
+
     def _want(self, name: str, metadata: bool) -> None:
         """Tell the server that *name* is wanted (with *metadata* changes)."""
         raise NotImplementedError
@@ -101,16 +124,17 @@ class Multiplexer:
         if event.kind == Event.ERROR:
             del self._entries[event.name]
             status = event.error
-            error = rpc_error(status_code(status.code), status.message, status.details)
-            if entry.future is not None and not entry.future.done():
-                entry.future.set_exception(error)
+            entry.fail(rpc_error(status_code(status.code), status.message, status.details))
             return
         if not event.HasField("operation"):
             return
         operation = event.operation
         if operation.done:
             del self._entries[event.name]
-        if entry.future is not None and not entry.future.done():
+        if entry.callback is not None:
+            if operation.done:  # a followed name wants nothing else
+                entry.callback(operation)
+        elif entry.future is not None and not entry.future.done():
             entry.future.set_result(operation)
         else:
             entry.latest = operation
@@ -123,8 +147,7 @@ class Multiplexer:
         else:
             failed = [e for n in names if (e := self._entries.pop(n, None)) is not None]
         for entry in failed:
-            if entry.future is not None and not entry.future.done():
-                entry.future.set_exception(error)
+            entry.fail(error)
 
     def _fail_all(self, error: RpcError) -> None:
         self._fail(error)
