@@ -53,6 +53,7 @@ from ..interop.test_restart import (
     operations_stub,
 )
 from ..interop.test_restart import serve as serve_cli
+from ..waiting import until
 from .rpc import wait_request
 
 SOAK_SECONDS = float(os.environ.get("LRO_ASYNC_SOAK_SECONDS", "60"))
@@ -72,21 +73,6 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-async def settle(
-    condition: Callable[[], bool],
-    what: str,
-    timeout: float = 10.0,
-    details: Callable[[], object] = lambda: "",
-) -> None:
-    """Wait until *condition* holds; fail with *what* (and *details*) after *timeout* s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"after {timeout:g}s still not true: {what} {details()}"[:2000])
-        await asyncio.sleep(0.02)
 
 
 Seen = tuple[Any, ...]
@@ -245,7 +231,7 @@ async def soak_round(
             return servicer.waiting - stream.following() >= HELD
 
         held += [asyncio.create_task(hold(index)) for index in range(HELD)]
-        await settle(all_held, f"{HELD} held waits open", timeout=seconds + 60)
+        await until(all_held, f"{HELD} held waits open", timeout=seconds + 60)
         stats.open_seconds = loop.time() - started
         stats.held_open = servicer.waiting - stream.following()
 
@@ -280,9 +266,9 @@ async def soak_round(
         await asyncio.gather(*pending, return_exceptions=True)
 
     # Nothing left behind: no open call, no watched operation, no running work, no task.
-    await settle(lambda: servicer.waiting == 0, "servicer.waiting == 0")
-    await settle(lambda: manager.watched == 0, "manager.watched == 0")
-    await settle(lambda: manager.running == 0, "manager.running == 0")
+    await until(lambda: servicer.waiting == 0, "servicer.waiting == 0")
+    await until(lambda: manager.watched == 0, "manager.watched == 0")
+    await until(lambda: manager.running == 0, "manager.running == 0")
     current = asyncio.current_task()
 
     def leftovers() -> list[str]:
@@ -292,7 +278,9 @@ async def soak_round(
             if task is not current and not _is_grpc_accept_loop(task)
         )
 
-    await settle(lambda: not leftovers(), "no task left from the round", details=leftovers)
+    await until(
+        lambda: not leftovers(), "no task left from the round", details=lambda: leftovers()[:20]
+    )
     for name in names + stream.names:
         await manager.delete(name)
     assert (await manager.list())[0] == []
@@ -376,7 +364,7 @@ async def test_a_thousand_clients_leaving_mid_wait_leave_nothing_behind() -> Non
             for number, client in enumerate(clients)
             for k in range(20)
         ]
-        await settle(lambda: served.servicer.waiting == 1000, "1000 waits open", timeout=30)
+        await until(lambda: served.servicer.waiting == 1000, "1000 waits open", timeout=30)
         assert manager.watched == 100
 
         # All at once: 25 connections dropped with their calls, 500 awaiting tasks cancelled.
@@ -389,8 +377,8 @@ async def test_a_thousand_clients_leaving_mid_wait_leave_nothing_behind() -> Non
         for client, channel in zip(clients, channels[25:], strict=True):
             await client.aclose()
             await channel.close()
-        await settle(lambda: served.servicer.waiting == 0, "servicer.waiting == 0")
-        await settle(lambda: manager.watched == 0, "manager.watched == 0")
+        await until(lambda: served.servicer.waiting == 0, "servicer.waiting == 0")
+        await until(lambda: manager.watched == 0, "manager.watched == 0")
         cleaned = loop.time() - left
         results = await asyncio.gather(*raw_calls, return_exceptions=True)
         assert all(isinstance(r, BaseException) for r in results), "no call was answered"
@@ -398,7 +386,7 @@ async def test_a_thousand_clients_leaving_mid_wait_leave_nothing_behind() -> Non
         assert [await manager.get(name) for name in ops] == before, "leaving changed nothing"
         stub = operations_pb2_grpc.OperationsStub(served.channel)
         call = stub.WaitOperation(wait_request(ops[0], 30), timeout=40)
-        await settle(lambda: manager.watched == 1, "a new wait is open")
+        await until(lambda: manager.watched == 1, "a new wait is open")
         await manager.complete(ops[0], wrappers_pb2.Int64Value(value=1))
         assert (await call).done, "the server still serves waits"
     print(f"\n1000 waits dropped by 50 clients: the server let go of all in {cleaned:.2f}s")
@@ -505,7 +493,7 @@ async def test_cancel_complete_and_fail_racing_from_many_tasks_end_each_operatio
                 for i, kind in enumerate(["cancel", "rpc-cancel", "cancel", "rpc-cancel", "wait"])
             )
         )
-        await settle(lambda: manager.running == 0, "every task has ended")
+        await until(lambda: manager.running == 0, "every task has ended")
         for name in started:
             final = await manager.get(name)
             assert store.applied[name] == 1, name
