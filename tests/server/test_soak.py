@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import gc
 import os
@@ -24,7 +25,8 @@ import random
 import resource
 import signal
 import statistics
-from collections.abc import Awaitable, Callable
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import wrappers_pb2
 from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 import lro_async
 from lro_async.errors import status_code
@@ -42,10 +45,12 @@ from lro_async.stores.base import Written
 from lro_async.testing import Served, serve
 
 from ..interop.test_restart import (
+    CLI,
     CREATORS,
     PARENT,
     RESTARTED,
     Observed,
+    Server,
     _create,
     _watch,
     demo_stub,
@@ -531,6 +536,51 @@ async def _poll_health(
         await asyncio.sleep(0.02)
 
 
+@contextlib.asynccontextmanager
+async def serve_measured(store: str, log: Path, *options: str) -> AsyncIterator[tuple[Server, str]]:
+    """``lro-async serve --metrics-port 0``: the server and the URL of its /metrics."""
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *CLI,
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            store,
+            "--metrics-port",
+            "0",
+            *options,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            first = (await process.stdout.readline()).decode()
+            second = (await process.stdout.readline()).decode()
+        started = "metrics on http://" in first and "serving on" in second
+        assert started, (first, second, await asyncio.to_thread(log.read_text))
+        target = second.split("serving on ")[1].split()[0]
+        yield Server(process, target, log), first.split("metrics on ")[1].split()[0]
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await process.wait()
+
+
+def _waits_open(url: str) -> int:
+    """The server's ``lro_async_waits_open``: WaitOperation calls it holds now."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1
+    with opener.open(url, timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "lro_async_waits_open":
+                return int(sample.value)
+    return 0
+
+
 async def test_sigterm_under_load_reports_not_serving_drains_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
@@ -539,7 +589,7 @@ async def test_sigterm_under_load_reports_not_serving_drains_and_loses_nothing(
     loop = asyncio.get_running_loop()
     observed, health = Observed(), list[tuple[float, str]]()
     async with (
-        serve_cli(store, tmp_path / "first.log", "--grace", str(grace)) as server,
+        serve_measured(store, tmp_path / "first.log", "--grace", str(grace)) as (server, metrics),
         grpc.aio.insecure_channel(server.target) as channel,
     ):
         demo, operations = demo_stub(channel), operations_stub(channel)
@@ -558,13 +608,29 @@ async def test_sigterm_under_load_reports_not_serving_drains_and_loses_nothing(
         async def wait(name: str) -> operations_pb2.Operation:
             return await operations.WaitOperation(wait_request(name, 60), timeout=90)
 
+        def loaded() -> bool:  # and a wait on each operation acknowledged so far
+            for name in list(observed.created)[len(waits) :]:
+                waits[name] = asyncio.create_task(wait(name))
+            return len(observed.created) >= 200 and len(observed.done) >= 40
+
+        opened = [0]
+
+        async def all_open() -> bool:
+            opened[0] = await asyncio.to_thread(_waits_open, metrics)
+            return opened[0] + sum(task.done() for task in waits.values()) >= len(waits)
+
         try:
-            async with asyncio.timeout(30):
-                while len(observed.created) < 200 or len(observed.done) < 40:
-                    for name in list(observed.created)[len(waits) :]:
-                        waits[name] = asyncio.create_task(wait(name))
-                    await asyncio.sleep(0.01)
-            await asyncio.sleep(0.2)  # let the last waits open
+            await until(
+                loaded,
+                "200 operations acknowledged and 40 seen done",
+                timeout=30,
+                details=lambda: (len(observed.created), len(observed.done)),
+            )
+            await until(
+                all_open,
+                f"each of the {len(waits)} waits open on the server, or answered",
+                details=lambda: f"{opened[0]} open, {sum(t.done() for t in waits.values())} done",
+            )
             term = loop.time()
             server.process.send_signal(signal.SIGTERM)
             async with asyncio.timeout(grace + 15):
