@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -32,6 +32,8 @@ import lro_async
 from lro_async.server.watching import WatchServicer
 from lro_async.stores import OperationStore, PostgresStore, SQLiteStore
 
+from ..waiting import until
+
 pytestmark = pytest.mark.timeout(120)
 
 MAX_WAITS = 300
@@ -39,13 +41,6 @@ STREAMS = 16  # WatchServicer's default max_streams per caller
 GETS = 200
 SAME_CHANNEL = 150  # of the waits, held on the Gets' channel (one HTTP/2 connection)
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-async def _until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened within {seconds}s: {what}"
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -140,8 +135,18 @@ async def test_get_answers_at_full_speed_with_every_wait_and_watch_open(
                     name=waited[i % len(waited)], timeout=duration_pb2.Duration(seconds=600)
                 )
                 held.append(asyncio.ensure_future(stub.WaitOperation(request, timeout=120)))
-            await _until(lambda: servicer.waiting == MAX_WAITS, f"{MAX_WAITS} waits open")
-            await _until(lambda: watches.streams == STREAMS, f"{STREAMS} Watch streams open")
+            await until(
+                lambda: servicer.waiting == MAX_WAITS,
+                f"{MAX_WAITS} waits open",
+                timeout=30,
+                details=lambda: servicer.waiting,
+            )
+            await until(
+                lambda: watches.streams == STREAMS,
+                f"{STREAMS} Watch streams open",
+                timeout=30,
+                details=lambda: watches.streams,
+            )
             assert load.stdin is not None and load.stdout is not None
             load.stdin.write(b"go\n")
             await load.stdin.drain()

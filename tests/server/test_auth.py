@@ -12,6 +12,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 import lro_async
 from lro_async.testing import Served, serve
 
+from ..waiting import until
 from .rpc import rpc_fails, wait_request
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
@@ -142,8 +143,11 @@ async def test_too_many_waits_are_resource_exhausted_with_a_retry_hint() -> None
         stub = operations_pb2_grpc.OperationsStub(served.channel)
         op = await served.manager.create()
         held = [stub.WaitOperation(wait_request(op.name, 30)) for _ in range(3)]
-        while served.servicer.waiting < 3:
-            await asyncio.sleep(0.005)
+        await until(
+            lambda: served.servicer.waiting == 3,
+            "three WaitOperation calls open",
+            details=lambda: served.servicer.waiting,
+        )
         error = await rpc_fails(
             stub.WaitOperation(wait_request(op.name, 30)), grpc.StatusCode.RESOURCE_EXHAUSTED
         )

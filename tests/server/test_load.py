@@ -10,6 +10,7 @@ from google.longrunning import operations_pb2_grpc
 
 from lro_async.testing import serve
 
+from ..waiting import until
 from .rpc import wait_request
 
 WAITERS = 10_000
@@ -26,9 +27,12 @@ async def test_ten_thousand_waiters_are_all_answered_promptly_when_their_operati
         ops = [await manager.create(parent="projects/load") for _ in range(WAITERS)]
         opened = time.monotonic()
         calls = [stub.WaitOperation(wait_request(op.name, 120)) for op in ops]
-        while manager.watched < WAITERS:
-            assert time.monotonic() - opened < 60, f"only {manager.watched} waits arrived"
-            await asyncio.sleep(0.05)
+        await until(
+            lambda: manager.watched == WAITERS,
+            f"{WAITERS} waits arrived",
+            timeout=60,
+            details=lambda: f"only {manager.watched}",
+        )
         open_seconds = time.monotonic() - opened
 
         finished = time.monotonic()

@@ -14,10 +14,20 @@ from google.protobuf import empty_pb2, struct_pb2, wrappers_pb2
 import lro_async
 import lro_async.stores
 
-from .test_soak import settle
+from ..waiting import until
 
 ABORTED = grpc.StatusCode.ABORTED.value[0]
 SHUT_DOWN = "the server shut down before the operation finished"
+
+
+class CountingReads(lro_async.stores.MemoryStore):
+    """A MemoryStore that counts its reads: a waiter reads once, then sleeps on its watch."""
+
+    reads = 0
+
+    async def get(self, name: str) -> lro_async.stores.OperationRecord | None:
+        self.reads += 1
+        return await super().get(name)
 
 
 @pytest.fixture
@@ -94,9 +104,11 @@ async def test_work_returning_a_non_message_fails_with_internal(
 
 async def test_aclose_cancels_running_work_and_records_that_the_server_shut_down() -> None:
     cancelled = asyncio.Event()
+    started: list[str] = []
     manager = lro_async.OperationManager()
 
     async def work(ctx: lro_async.OperationContext) -> None:
+        started.append(ctx.name)
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
@@ -105,7 +117,7 @@ async def test_aclose_cancels_running_work_and_records_that_the_server_shut_down
 
     ops = [await manager.start(work) for _ in range(3)]
     store = manager.store
-    await asyncio.sleep(0)
+    await until(lambda: len(started) == 3, "the three works started", details=lambda: started)
     await manager.aclose()
     await manager.aclose()  # idempotent
     assert cancelled.is_set() and manager.running == 0
@@ -149,11 +161,14 @@ async def test_expired_operations_are_not_found_and_swept_in_the_background() ->
     async with lro_async.OperationManager(retention=0.2) as manager:
         kept, gone = await manager.create(), await manager.create()
         await manager.complete(gone.name)
-        await asyncio.sleep(0.25)
+
+        async def swept() -> bool:
+            return await manager.store.get(gone.name) is None
+
+        await until(swept, "the sweeper deleted the expired operation")
         with pytest.raises(lro_async.OperationNotFound):
             await manager.get(gone.name)
         assert [op.name for op in (await manager.list())[0]] == [kept.name]
-        assert await manager.store.get(gone.name) is None, "the sweeper deleted it"
         assert await manager.get(kept.name), "running operations never expire"
 
 
@@ -163,8 +178,9 @@ async def test_hub_memory_is_bounded_by_open_waits_not_operations(
     async with manager:
         ops = [await manager.create() for _ in range(2000)]
         waits = [asyncio.create_task(manager.wait(op.name, 30)) for op in ops[:100]]
-        while manager.watched < 100:
-            await asyncio.sleep(0.005)
+        await until(
+            lambda: manager.watched == 100, "100 waits open", details=lambda: manager.watched
+        )
         for op in ops:
             await manager.complete(op.name)
         await asyncio.gather(*waits)
@@ -174,13 +190,17 @@ async def test_hub_memory_is_bounded_by_open_waits_not_operations(
         assert manager.watched == 0
 
 
-async def test_many_waiters_of_one_operation_share_one_event(
-    manager: lro_async.OperationManager,
-) -> None:
-    async with manager:
+async def test_many_waiters_of_one_operation_share_one_event() -> None:
+    store = CountingReads()
+    async with lro_async.OperationManager(store=store) as manager:
         op = await manager.create()
+        before = store.reads
         waits = [asyncio.create_task(manager.wait(op.name)) for _ in range(500)]
-        await asyncio.sleep(0.05)
+        await until(
+            lambda: store.reads - before == 500,
+            "all 500 waiters read the operation and sleep",
+            details=lambda: store.reads - before,
+        )
         assert manager.watched == 1
         started = time.monotonic()
         await manager.complete(op.name)
@@ -216,8 +236,7 @@ async def test_drain_answers_waiters_refuses_new_work_and_lets_running_work_fini
 
     finishing, stuck = await manager.start(quick), await manager.start(slow)
     waiter = asyncio.create_task(manager.wait(stuck.name, 60))
-    while manager.watched == 0:
-        await asyncio.sleep(0.005)
+    await until(lambda: manager.watched == 1, "the wait is open")
     drained = asyncio.create_task(manager.drain(grace=0.5))
     answered = await asyncio.wait_for(waiter, 0.2)
     assert not answered.done, "waiters are answered at once with the latest state"
@@ -257,19 +276,16 @@ async def test_oversized_metadata_and_responses_are_refused_and_change_nothing()
 
 
 async def test_waiters_get_the_outcome_without_reading_the_store_again() -> None:
-    class CountingReads(lro_async.stores.MemoryStore):
-        reads = 0
-
-        async def get(self, name: str) -> lro_async.stores.OperationRecord | None:
-            self.reads += 1
-            return await super().get(name)
-
     store = CountingReads()
     async with lro_async.OperationManager(store=store) as manager:
         ops = [await manager.create() for _ in range(50)]
+        start = store.reads
         waits = [asyncio.create_task(manager.wait(op.name, 30)) for op in ops]
-        while manager.watched < 50:
-            await asyncio.sleep(0.005)
+        await until(
+            lambda: manager.watched == 50 and store.reads - start == 50,
+            "the 50 waiters read their operation once and sleep",
+            details=lambda: (manager.watched, store.reads - start),
+        )
         before = store.reads
         for op in ops:
             await manager.complete(op.name, wrappers_pb2.StringValue(value=op.name))
@@ -281,12 +297,16 @@ async def test_waiters_get_the_outcome_without_reading_the_store_again() -> None
 
 
 async def test_waiters_of_one_operation_each_get_their_own_copy() -> None:
-    async with lro_async.OperationManager() as manager:
+    store = CountingReads()
+    async with lro_async.OperationManager(store=store) as manager:
         op = await manager.create()
+        before = store.reads
         waits = [asyncio.create_task(manager.wait(op.name, 30)) for _ in range(2)]
-        while manager.watched < 1:
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.01)
+        await until(
+            lambda: store.reads - before == 2,
+            "both waiters read the operation and sleep on its one watch",
+            details=lambda: store.reads - before,
+        )
         await manager.complete(op.name, wrappers_pb2.StringValue(value="shared"))
         first, second = await asyncio.gather(*waits)
     first.ClearField("response")
@@ -326,11 +346,17 @@ async def test_deleting_running_work_lets_it_go_on_and_quietly_drops_its_writes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, "lro_async")
-    deleted, release, seen = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    began, deleted, release, seen = (
+        asyncio.Event(),
+        asyncio.Event(),
+        asyncio.Event(),
+        asyncio.Event(),
+    )
     told: list[tuple[bool, bool, bool]] = []
 
     async def work(ctx: lro_async.OperationContext) -> wrappers_pb2.StringValue:
         before = ctx.deleted
+        began.set()
         await deleted.wait()
         after = ctx.deleted
         written = await ctx.set_metadata(struct_pb2.Value(number_value=99))
@@ -341,13 +367,13 @@ async def test_deleting_running_work_lets_it_go_on_and_quietly_drops_its_writes(
 
     async with lro_async.OperationManager() as manager:
         op = await manager.start(work)
-        await asyncio.sleep(0)
+        await asyncio.wait_for(began.wait(), 5)
         await manager.delete(op.name)
         deleted.set()
         await asyncio.wait_for(seen.wait(), 5)
         assert manager.running == 1, "delete does not cancel the work (AIP-151)"
         release.set()
-        await settle(lambda: manager.running == 0, "the deleted operation's work ended")
+        await until(lambda: manager.running == 0, "the deleted operation's work ended")
         with pytest.raises(lro_async.OperationNotFound):
             await manager.get(op.name)
     assert told == [(False, True, False)]

@@ -22,7 +22,7 @@ from lro_async.stores import Lease, OperationRecord
 from lro_async.stores.postgres import PostgresStore
 
 from ..stores.conftest import admin_connection, fresh_schema, require_postgres
-from .test_soak import settle
+from ..waiting import until, until_value
 
 pytestmark = pytest.mark.postgres
 
@@ -50,12 +50,11 @@ async def replicas() -> AsyncIterator[
 
 async def until_rows(admin: Any, query: str, *args: object, timeout: float = 10) -> list[Any]:
     """Run *query* until it returns rows; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not (rows := await admin.fetch(query, *args)):
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout:g}s no rows from {query}")
-        await asyncio.sleep(0.02)
-    return list(rows)
+
+    async def rows() -> list[Any]:
+        return list(await admin.fetch(query, *args))
+
+    return await until_value(rows, f"no rows from {query}", timeout=timeout)
 
 
 async def test_an_end_whose_connection_is_terminated_mid_write_is_written_again(
@@ -97,7 +96,7 @@ async def test_an_end_whose_connection_is_terminated_mid_write_is_written_again(
         result = wrappers_pb2.StringValue()
         assert done.response.Unpack(result), done.error
         assert result.value == "the real result"
-        await settle(lambda: a.running == 0, "A's task ended once its end was written")
+        await until(lambda: a.running == 0, "A's task ended once its end was written")
     assert "terminating connection" in caplog.text, "the write did not lose its connection"
     assert "retrying until the store takes it" in caplog.text
 
@@ -137,14 +136,12 @@ async def test_a_delete_on_one_replica_tells_the_work_on_the_other_and_cancels_n
         told: list[bool] = []
 
         async def work(ctx: lro_async.OperationContext) -> None:
-            async with asyncio.timeout(10):  # B's delete reaches A by NOTIFY
-                while not ctx.deleted:
-                    await asyncio.sleep(0.01)
+            await until(lambda: ctx.deleted, "B's delete reached A (by NOTIFY)")
             told.append(await ctx.set_metadata(wrappers_pb2.Int64Value(value=1)))
 
         op = await a.start(work)
         await b.delete(op.name)
-        await settle(lambda: a.running == 0, "A's work went on to its end")
+        await until(lambda: a.running == 0, "A's work went on to its end")
         assert told == [False], "the work was cancelled, or never told of the delete"
         with pytest.raises(lro_async.OperationNotFound):
             await a.get(op.name)

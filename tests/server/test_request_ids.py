@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
@@ -26,6 +26,7 @@ from lro_async.stores.sqlite import SQLiteStore
 from lro_async.testing import serve
 
 from ..stores.conftest import fresh_schema, require_postgres
+from ..waiting import until
 from .rpc import rpc_fails
 
 REQUEST_ID = "0b4f3c2e-9a57-4d1e-8c55-2f6a1d7e9b30"
@@ -42,18 +43,6 @@ class Runs:
         self.count += 1
         await self.release.wait()
         return wrappers_pb2.Int64Value(value=self.count)
-
-
-async def eventually(
-    read: Callable[[], Awaitable[object]], expected: object, message: str, timeout: float = 10
-) -> None:
-    """Wait until ``await read()`` returns *expected*, failing with *message* after *timeout*."""
-    try:
-        async with asyncio.timeout(timeout):
-            while await read() != expected:
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"{message} (within {timeout} s)")
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -148,7 +137,11 @@ async def test_an_expired_operation_not_yet_swept_frees_its_request_id(
     await store.open()  # before the manager, so that the sweeper finds the first one
     await store.create(OperationRecord(old, 1, 1))
     async with lro_async.OperationManager(store=store) as manager:
-        await eventually(lambda: store.get(old.name), None, "the sweeper never ran")
+
+        async def swept() -> bool:
+            return await store.get(old.name) is None
+
+        await until(swept, "the sweeper deleted the operation done long ago")
         old.name = "projects/p/operations/old"
         await store.create_once(OperationRecord(old, 1, 1), REQUEST_ID)
         work = Runs()

@@ -17,6 +17,7 @@ from google.longrunning import operations_pb2
 
 from ..interop.test_restart import demo_stub, operations_stub, sleep_request
 from ..interop.test_restart import serve as serve_cli
+from ..waiting import until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -25,11 +26,10 @@ SHUT_DOWN = "the server shut down before the operation finished"
 
 
 async def until_logged(log: Path, text: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in await asyncio.to_thread(log.read_text):
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout:g}s the server never logged {text!r}")
-        await asyncio.sleep(0.02)
+    async def logged() -> bool:
+        return text in await asyncio.to_thread(log.read_text)
+
+    await until(logged, f"the server logged {text!r}", timeout=timeout)
 
 
 async def test_a_second_sigterm_during_the_grace_stops_at_once_and_records_aborted(

@@ -16,6 +16,7 @@ import lro_async
 from lro_async.protobuf import pack, progress_header
 from lro_async.testing import Served, serve
 
+from ..waiting import until
 from .rpc import rpc_fails, wait_request
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -155,8 +156,7 @@ async def test_wait_wakes_the_moment_the_operation_finishes(
 ) -> None:
     op = await manager.create()
     call = stub.WaitOperation(wait_request(op.name, 30))
-    while manager.watched == 0:
-        await asyncio.sleep(0.005)
+    await until(lambda: manager.watched == 1, "the WaitOperation call reached the hub")
     finished = time.monotonic()
     await manager.complete(op.name, wrappers_pb2.StringValue(value="ok"))
     got = await call
@@ -170,8 +170,7 @@ async def test_an_operation_deleted_while_waited_on_answers_not_found_at_once(
 ) -> None:
     op = await manager.create()
     call = stub.WaitOperation(wait_request(op.name, 30))
-    while manager.watched == 0:
-        await asyncio.sleep(0.005)
+    await until(lambda: manager.watched == 1, "the WaitOperation call reached the hub")
     started = time.monotonic()
     await stub.DeleteOperation(operations_pb2.DeleteOperationRequest(name=op.name))
     await rpc_fails(call, NOT_FOUND)
@@ -183,8 +182,7 @@ async def test_shutdown_answers_waiters_at_once() -> None:
         stub = operations_pb2_grpc.OperationsStub(served.channel)
         op = await served.manager.create(metadata=wrappers_pb2.StringValue(value="half"))
         call = stub.WaitOperation(wait_request(op.name, 30))
-        while served.manager.watched == 0:
-            await asyncio.sleep(0.005)
+        await until(lambda: served.manager.watched == 1, "the WaitOperation call reached the hub")
         started = time.monotonic()
         await served.manager.aclose()
         got = await call
@@ -305,8 +303,7 @@ async def test_progress_header_returns_early_on_a_metadata_change(
     op = await manager.create(metadata=struct_pb2.Value(number_value=0))
     header = progress_header()
     call = stub.WaitOperation(wait_request(op.name, 30), metadata=(header,))
-    while manager.watched == 0:
-        await asyncio.sleep(0.005)
+    await until(lambda: manager.watched == 1, "the WaitOperation call reached the hub")
     await manager.set_metadata(op.name, struct_pb2.Value(number_value=50))
     got = await asyncio.wait_for(call, 1)
     value = struct_pb2.Value()
@@ -333,8 +330,7 @@ async def test_without_the_header_metadata_changes_do_not_end_a_wait(
 ) -> None:
     op = await manager.create()
     call = stub.WaitOperation(wait_request(op.name, 0.5))
-    while manager.watched == 0:
-        await asyncio.sleep(0.005)
+    await until(lambda: manager.watched == 1, "the WaitOperation call reached the hub")
     started = time.monotonic()
     await manager.set_metadata(op.name, struct_pb2.Value(number_value=1))
     got = await call
@@ -349,14 +345,9 @@ async def test_a_client_that_goes_away_mid_wait_leaves_nothing_behind(
     async with grpc.aio.insecure_channel(served.target) as channel:
         stub = operations_pb2_grpc.OperationsStub(channel)
         call = stub.WaitOperation(wait_request(op.name, 30))
-        while manager.watched == 0:
-            await asyncio.sleep(0.005)
+        await until(lambda: manager.watched == 1, "the WaitOperation call reached the hub")
         call.cancel()
-    for _ in range(100):
-        if manager.watched == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert manager.watched == 0
+    await until(lambda: manager.watched == 0, "the server let go of the wait the client cancelled")
 
 
 async def test_return_partial_success_is_unimplemented(

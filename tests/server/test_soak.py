@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import gc
 import os
@@ -24,7 +25,8 @@ import random
 import resource
 import signal
 import statistics
-from collections.abc import Awaitable, Callable
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import wrappers_pb2
 from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 import lro_async
 from lro_async.errors import status_code
@@ -42,10 +45,12 @@ from lro_async.stores.base import Written
 from lro_async.testing import Served, serve
 
 from ..interop.test_restart import (
+    CLI,
     CREATORS,
     PARENT,
     RESTARTED,
     Observed,
+    Server,
     _create,
     _watch,
     demo_stub,
@@ -53,6 +58,7 @@ from ..interop.test_restart import (
     operations_stub,
 )
 from ..interop.test_restart import serve as serve_cli
+from ..waiting import until
 from .rpc import wait_request
 
 SOAK_SECONDS = float(os.environ.get("LRO_ASYNC_SOAK_SECONDS", "60"))
@@ -72,21 +78,6 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-async def settle(
-    condition: Callable[[], bool],
-    what: str,
-    timeout: float = 10.0,
-    details: Callable[[], object] = lambda: "",
-) -> None:
-    """Wait until *condition* holds; fail with *what* (and *details*) after *timeout* s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"after {timeout:g}s still not true: {what} {details()}"[:2000])
-        await asyncio.sleep(0.02)
 
 
 Seen = tuple[Any, ...]
@@ -245,7 +236,7 @@ async def soak_round(
             return servicer.waiting - stream.following() >= HELD
 
         held += [asyncio.create_task(hold(index)) for index in range(HELD)]
-        await settle(all_held, f"{HELD} held waits open", timeout=seconds + 60)
+        await until(all_held, f"{HELD} held waits open", timeout=seconds + 60)
         stats.open_seconds = loop.time() - started
         stats.held_open = servicer.waiting - stream.following()
 
@@ -280,9 +271,9 @@ async def soak_round(
         await asyncio.gather(*pending, return_exceptions=True)
 
     # Nothing left behind: no open call, no watched operation, no running work, no task.
-    await settle(lambda: servicer.waiting == 0, "servicer.waiting == 0")
-    await settle(lambda: manager.watched == 0, "manager.watched == 0")
-    await settle(lambda: manager.running == 0, "manager.running == 0")
+    await until(lambda: servicer.waiting == 0, "servicer.waiting == 0")
+    await until(lambda: manager.watched == 0, "manager.watched == 0")
+    await until(lambda: manager.running == 0, "manager.running == 0")
     current = asyncio.current_task()
 
     def leftovers() -> list[str]:
@@ -292,7 +283,9 @@ async def soak_round(
             if task is not current and not _is_grpc_accept_loop(task)
         )
 
-    await settle(lambda: not leftovers(), "no task left from the round", details=leftovers)
+    await until(
+        lambda: not leftovers(), "no task left from the round", details=lambda: leftovers()[:20]
+    )
     for name in names + stream.names:
         await manager.delete(name)
     assert (await manager.list())[0] == []
@@ -376,7 +369,7 @@ async def test_a_thousand_clients_leaving_mid_wait_leave_nothing_behind() -> Non
             for number, client in enumerate(clients)
             for k in range(20)
         ]
-        await settle(lambda: served.servicer.waiting == 1000, "1000 waits open", timeout=30)
+        await until(lambda: served.servicer.waiting == 1000, "1000 waits open", timeout=30)
         assert manager.watched == 100
 
         # All at once: 25 connections dropped with their calls, 500 awaiting tasks cancelled.
@@ -389,8 +382,8 @@ async def test_a_thousand_clients_leaving_mid_wait_leave_nothing_behind() -> Non
         for client, channel in zip(clients, channels[25:], strict=True):
             await client.aclose()
             await channel.close()
-        await settle(lambda: served.servicer.waiting == 0, "servicer.waiting == 0")
-        await settle(lambda: manager.watched == 0, "manager.watched == 0")
+        await until(lambda: served.servicer.waiting == 0, "servicer.waiting == 0")
+        await until(lambda: manager.watched == 0, "manager.watched == 0")
         cleaned = loop.time() - left
         results = await asyncio.gather(*raw_calls, return_exceptions=True)
         assert all(isinstance(r, BaseException) for r in results), "no call was answered"
@@ -398,7 +391,7 @@ async def test_a_thousand_clients_leaving_mid_wait_leave_nothing_behind() -> Non
         assert [await manager.get(name) for name in ops] == before, "leaving changed nothing"
         stub = operations_pb2_grpc.OperationsStub(served.channel)
         call = stub.WaitOperation(wait_request(ops[0], 30), timeout=40)
-        await settle(lambda: manager.watched == 1, "a new wait is open")
+        await until(lambda: manager.watched == 1, "a new wait is open")
         await manager.complete(ops[0], wrappers_pb2.Int64Value(value=1))
         assert (await call).done, "the server still serves waits"
     print(f"\n1000 waits dropped by 50 clients: the server let go of all in {cleaned:.2f}s")
@@ -505,7 +498,7 @@ async def test_cancel_complete_and_fail_racing_from_many_tasks_end_each_operatio
                 for i, kind in enumerate(["cancel", "rpc-cancel", "cancel", "rpc-cancel", "wait"])
             )
         )
-        await settle(lambda: manager.running == 0, "every task has ended")
+        await until(lambda: manager.running == 0, "every task has ended")
         for name in started:
             final = await manager.get(name)
             assert store.applied[name] == 1, name
@@ -543,6 +536,51 @@ async def _poll_health(
         await asyncio.sleep(0.02)
 
 
+@contextlib.asynccontextmanager
+async def serve_measured(store: str, log: Path, *options: str) -> AsyncIterator[tuple[Server, str]]:
+    """``lro-async serve --metrics-port 0``: the server and the URL of its /metrics."""
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *CLI,
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            store,
+            "--metrics-port",
+            "0",
+            *options,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            first = (await process.stdout.readline()).decode()
+            second = (await process.stdout.readline()).decode()
+        started = "metrics on http://" in first and "serving on" in second
+        assert started, (first, second, await asyncio.to_thread(log.read_text))
+        target = second.split("serving on ")[1].split()[0]
+        yield Server(process, target, log), first.split("metrics on ")[1].split()[0]
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await process.wait()
+
+
+def _waits_open(url: str) -> int:
+    """The server's ``lro_async_waits_open``: WaitOperation calls it holds now."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1
+    with opener.open(url, timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "lro_async_waits_open":
+                return int(sample.value)
+    return 0
+
+
 async def test_sigterm_under_load_reports_not_serving_drains_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
@@ -551,7 +589,7 @@ async def test_sigterm_under_load_reports_not_serving_drains_and_loses_nothing(
     loop = asyncio.get_running_loop()
     observed, health = Observed(), list[tuple[float, str]]()
     async with (
-        serve_cli(store, tmp_path / "first.log", "--grace", str(grace)) as server,
+        serve_measured(store, tmp_path / "first.log", "--grace", str(grace)) as (server, metrics),
         grpc.aio.insecure_channel(server.target) as channel,
     ):
         demo, operations = demo_stub(channel), operations_stub(channel)
@@ -570,13 +608,29 @@ async def test_sigterm_under_load_reports_not_serving_drains_and_loses_nothing(
         async def wait(name: str) -> operations_pb2.Operation:
             return await operations.WaitOperation(wait_request(name, 60), timeout=90)
 
+        def loaded() -> bool:  # and a wait on each operation acknowledged so far
+            for name in list(observed.created)[len(waits) :]:
+                waits[name] = asyncio.create_task(wait(name))
+            return len(observed.created) >= 200 and len(observed.done) >= 40
+
+        opened = [0]
+
+        async def all_open() -> bool:
+            opened[0] = await asyncio.to_thread(_waits_open, metrics)
+            return opened[0] + sum(task.done() for task in waits.values()) >= len(waits)
+
         try:
-            async with asyncio.timeout(30):
-                while len(observed.created) < 200 or len(observed.done) < 40:
-                    for name in list(observed.created)[len(waits) :]:
-                        waits[name] = asyncio.create_task(wait(name))
-                    await asyncio.sleep(0.01)
-            await asyncio.sleep(0.2)  # let the last waits open
+            await until(
+                loaded,
+                "200 operations acknowledged and 40 seen done",
+                timeout=30,
+                details=lambda: (len(observed.created), len(observed.done)),
+            )
+            await until(
+                all_open,
+                f"each of the {len(waits)} waits open on the server, or answered",
+                details=lambda: f"{opened[0]} open, {sum(t.done() for t in waits.values())} done",
+            )
             term = loop.time()
             server.process.send_signal(signal.SIGTERM)
             async with asyncio.timeout(grace + 15):

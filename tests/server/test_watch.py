@@ -14,6 +14,7 @@ from lro_async.server.watching import WatchServicer
 from lro_async.testing import Served, serve
 from lro_async.v1 import watch_pb2
 
+from ..waiting import until
 from .watch_stream import Event, Stream, add, collection, error_info, remove
 
 OK = grpc.StatusCode.OK
@@ -35,12 +36,12 @@ async def _watched(
     manager: lro_async.OperationManager, count: int, *, within: float = 10.0
 ) -> None:
     """Wait until the server's hub holds *count* watched operations."""
-    try:
-        async with asyncio.timeout(within):
-            while manager.watched != count:
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        pytest.fail(f"the server watches {manager.watched} operations, not {count}")
+    await until(
+        lambda: manager.watched == count,
+        f"the server watches {count} operations",
+        timeout=within,
+        details=lambda: f"it watches {manager.watched}",
+    )
 
 
 async def test_adding_a_done_operation_answers_it_at_once(served: Served) -> None:
@@ -230,9 +231,7 @@ async def test_streams_past_the_limit_per_caller_are_refused() -> None:
         await manager.complete(op.name)
         await first.take(1)
         first.call.cancel()
-        async with asyncio.timeout(10):
-            while servicer.streams:
-                await asyncio.sleep(0.005)
+        await until(lambda: servicer.streams == 0, "the cancelled stream closed on the server")
         third = Stream(served.channel)  # the first one's place is free again
         await third.send(add(op.name))
         (done,) = await third.take(1)

@@ -20,7 +20,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 import lro_async
 from lro_async.stores import MemoryStore, OperationRecord, Written
 
-from .test_soak import settle
+from ..waiting import until
 
 
 class FaultyStore(MemoryStore):
@@ -98,7 +98,7 @@ async def test_an_end_the_store_refuses_is_retried_until_the_store_takes_it(
         assert done.done, "the end was never written: the operation is stuck running"
         result = wrappers_pb2.StringValue()
         assert done.response.Unpack(result) and result.value == "the real result"
-        await settle(lambda: manager.running == 0, "the task ended once its end was written")
+        await until(lambda: manager.running == 0, "the task ended once its end was written")
     assert store.calls["finish"] == 4
     [warning] = [line for line in lines(caplog, logging.WARNING) if "retrying" in line]
     assert op.name in warning
@@ -116,7 +116,7 @@ async def test_an_end_still_refused_when_the_manager_closes_is_logged_once(
             return None
 
         op = await manager.start(work)
-        await settle(lambda: store.calls.get("finish", 0) >= 2, "the end was tried again")
+        await until(lambda: store.calls.get("finish", 0) >= 2, "the end was tried again")
         assert manager.running == 1, "the task is held while its end is not written"
         assert not (await manager.get(op.name)).done
     assert manager.running == 0
@@ -137,7 +137,7 @@ async def test_an_end_is_retried_only_while_the_lease_can_still_be_ours(
 
         op = await manager.start(work)
         started = loop.time()
-        await settle(lambda: manager.running == 0, "the task gave up when its lease ran out")
+        await until(lambda: manager.running == 0, "the task gave up when its lease ran out")
         took = loop.time() - started
         assert took <= lease + 0.5, f"retried for {took:.1f}s past a {lease:g}s lease"
         assert store.calls["finish"] >= 2
@@ -223,8 +223,8 @@ async def test_a_failing_check_after_a_remote_change_is_logged_once_not_left_unr
             assert store.notify is not None
             store.fail["get"] = 1
             store.notify(op.name)  # another replica changed it: is it done?
-            await settle(lambda: store.calls.get("get", 0) >= 1, "the change was checked")
-            await settle(lambda: not checks(), "the check ended", details=checks)
+            await until(lambda: store.calls.get("get", 0) >= 1, "the change was checked")
+            await until(lambda: not checks(), "the check ended", details=checks)
             gc.collect()  # a task whose exception nobody retrieved reports it when collected
             assert unhandled == []
             assert manager.running == 1, "a failed check cancels nothing"

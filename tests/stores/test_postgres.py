@@ -18,6 +18,7 @@ from lro_async.stores import OperationRecord, _pg
 from lro_async.stores.base import Lease
 from lro_async.stores.postgres import PostgresStore
 
+from ..waiting import until
 from .conftest import MakePostgres, admin_connection, fresh_schema
 from .test_contract import names
 
@@ -47,6 +48,12 @@ class Inbox:
                 if got == name:
                     return at
 
+    async def first(self, timeout: float = 2.0) -> str:
+        """The name of the next notification, whatever it is (they come in commit order)."""
+        async with asyncio.timeout(timeout):
+            got, _ = await self.queue.get()
+        return got
+
 
 async def terminate(dsn: str, application_name: str) -> int:
     """Kill every backend with that application_name, as a DBA or a failover would."""
@@ -60,6 +67,36 @@ async def terminate(dsn: str, application_name: str) -> int:
     finally:
         await admin.close()
     return killed
+
+
+async def pids(dsn: str, application_name: str) -> list[int]:
+    """The backends with that application_name now."""
+    admin = await admin_connection(dsn)
+    try:
+        rows = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1", application_name
+        )
+    finally:
+        await admin.close()
+    return [row["pid"] for row in rows]
+
+
+async def exited(dsn: str, killed: list[int]) -> None:
+    """Wait until PostgreSQL has none of the *killed* backends any more."""
+    admin = await admin_connection(dsn)
+    left: list[int] = []
+
+    async def gone() -> bool:
+        rows = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])", killed
+        )
+        left[:] = [row["pid"] for row in rows]
+        return not left
+
+    try:
+        await until(gone, f"the terminated backends {killed} exited", details=lambda: left)
+    finally:
+        await admin.close()
 
 
 async def test_changes_reach_another_replica_within_100_ms(make_postgres: MakePostgres) -> None:
@@ -116,8 +153,8 @@ async def test_refused_writes_are_not_announced(make_postgres: MakePostgres) -> 
     assert not written.applied
     assert not await store.delete("operations/nope")
     await store.create(running("operations/b"))
-    assert await inbox.next("operations/b") > 0
-    assert inbox.queue.empty()  # nothing about operations/a came in between
+    assert await inbox.first() == "operations/b", "a refused write was announced"
+    assert inbox.queue.empty()
 
 
 async def test_the_listener_reconnects_after_its_connection_is_killed(
@@ -141,8 +178,9 @@ async def test_a_query_on_a_killed_pool_connection_raises_store_error_then_recov
 ) -> None:
     store = await make_postgres(min_connections=1, max_connections=1)
     await store.create(running("operations/a"))
+    killed = await pids(postgres_dsn, store.application_name)
     assert await terminate(postgres_dsn, store.application_name) == 1
-    await asyncio.sleep(0.05)
+    await exited(postgres_dsn, killed)
     with contextlib.suppress(StoreError):  # the pool may notice it only by using it
         await store.get("operations/a")
     assert await store.get("operations/a") is not None
@@ -324,8 +362,10 @@ async def test_a_lease_renewed_by_one_replica_is_seen_by_another_and_not_announc
     assert names(await other.expired_leases(11, 10)) == ["operations/a"]
     assert await owner.renew("owner", 20, ["operations/a"]) == 1
     assert await other.expired_leases(11, 10) == []
-    await asyncio.sleep(0.05)
-    assert inbox.queue.empty()  # a renewal changes no operation: no one needs to wake
+    # A renewal changes no operation: no one needs to wake. The next change's
+    # notification is the first to come after it, as NOTIFYs arrive in commit order.
+    await owner.create(running("operations/b"))
+    assert await inbox.first() == "operations/b", "the renewal was announced"
     written = await other.finish("operations/a", 5, error=status_pb2.Status(code=10))
     assert written is not None
     assert written.applied

@@ -17,10 +17,13 @@ import pytest
 from lro_async import Backoff
 from lro_async.stores.postgres import PostgresStore
 
-from .conftest import MakePostgres
+from ..waiting import until
+from .conftest import MakePostgres, admin_connection
 from .test_postgres import Inbox, running
 
 pytestmark = pytest.mark.postgres
+
+PING = "SELECT 1"  # what the listener sends an idle LISTEN connection
 
 
 class FreezingProxy:
@@ -37,6 +40,7 @@ class FreezingProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
+        self.upstream_ports: list[int] = []  # the client_port PostgreSQL sees for each
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -57,6 +61,7 @@ class FreezingProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        self.upstream_ports.append(up_writer.get_extra_info("sockname")[1])
         self._writers += [writer, up_writer]
         frozen = self._frozen
         for source, sink in ((reader, up_writer), (up_reader, writer)):
@@ -83,6 +88,34 @@ class FreezingProxy:
                     return
                 sink.write(data)
                 await sink.drain()
+
+
+async def _pinged(dsn: str, application_name: str, ports: list[int], *, pings: int) -> None:
+    """Wait until PostgreSQL has run *pings* pings on the one backend of *application_name*
+    that came in from one of *ports* (through the proxy)."""
+    admin = await admin_connection(dsn)
+    query = (
+        "SELECT pid, query, state_change FROM pg_stat_activity"
+        " WHERE application_name = $1 AND client_port = ANY($2::int[])"
+    )
+    seen: set[object] = set()  # the state_change of each ping the server ran
+    backends: list[tuple[object, ...]] = []
+    try:
+        [first] = await admin.fetch(query, application_name, ports)
+
+        async def counted() -> bool:
+            backends[:] = [tuple(row) for row in await admin.fetch(query, application_name, ports)]
+            assert [pid for pid, _, _ in backends] == [first["pid"]], "the connection was replaced"
+            seen.update(at for _, query, at in backends if query == PING)
+            return len(seen) >= pings
+
+        await until(
+            counted,
+            f"PostgreSQL ran {pings} pings ({PING}) on the LISTEN connection",
+            details=lambda: f"{len(seen)} seen; pg_stat_activity: {backends}",
+        )
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
@@ -117,6 +150,12 @@ async def test_a_listener_whose_connection_went_silent_reconnects_and_hears_agai
     try:
         await writer.create(running("operations/before"))
         await inbox.next("operations/before")
+        # While the peer answers, the server sees the pings on the one LISTEN connection
+        # it has had all along: each ping is that backend's latest query, at a new time.
+        await _pinged(
+            postgres_dsn, listener.listener_application_name, proxy.upstream_ports, pings=3
+        )
+        assert not reconnected.is_set(), "a connection that answers its pings is kept"
         proxy.freeze()  # the LISTEN connection (and the pool's) now carry nothing
         await writer.create(running("operations/unheard"))
         # Without pings nothing ever tells the listener; with them it reconnects.

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import grpc
 import pytest
@@ -18,6 +17,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 import lro_async
 import lro_async.sync
 
+from ..waiting import wait_until
 from .conftest import FAST, Server, http_server_thread, server_thread
 
 
@@ -226,10 +226,9 @@ def test_close_ends_blocked_waits_and_the_thread(server: Server) -> None:
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    deadline = time.monotonic() + 30
-    while server.manager.watched == 0:  # the wait reached the server
-        assert time.monotonic() < deadline, "the blocked result() never reached the server"
-        time.sleep(0.01)
+    wait_until(
+        lambda: server.manager.watched, "the blocked result() reached the server", timeout=30
+    )
     client.close()
     waiter.join(timeout=30)
     assert len(outcome) == 1 and isinstance(outcome[0], lro_async.RpcError)
@@ -313,15 +312,17 @@ def test_ctrl_c_interrupts_a_blocking_result_and_cancels_its_wait() -> None:
         try:
             assert child.stdout is not None and child.stdin is not None
             assert child.stdout.readline() == "waiting\n"
-            deadline = time.monotonic() + 30
-            while server.manager.watched == 0:  # result() is blocked in a WaitOperation
-                assert time.monotonic() < deadline, "the child's wait never reached the server"
-                time.sleep(0.01)
+            wait_until(  # result() is blocked in a WaitOperation
+                lambda: server.manager.watched, "the child's wait reached the server", timeout=30
+            )
             child.send_signal(signal.SIGINT)
             assert child.stdout.readline() == "interrupted\n"
-            while server.manager.watched:  # the interrupted wait was cancelled, not left open
-                assert time.monotonic() < deadline, "the interrupted wait kept going"
-                time.sleep(0.01)
+            wait_until(  # cancelled, not left open
+                lambda: server.manager.watched == 0,
+                "the interrupted wait ended on the server",
+                timeout=30,
+                details=lambda: f"{server.manager.watched} operation still watched",
+            )
             child.stdin.write("\n")
             child.stdin.flush()
             out, err = child.communicate(timeout=60)

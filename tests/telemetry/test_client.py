@@ -13,6 +13,7 @@ import lro_async
 from lro_async import telemetry
 from lro_async.testing import serve
 
+from ..waiting import until
 from .conftest import Otel
 
 WAIT = "google.longrunning.Operations/WaitOperation"
@@ -35,9 +36,7 @@ async def test_the_client_span_is_the_parent_of_the_server_span_through_tracepar
         with tracer.start_as_current_span("caller") as caller:
             awaited = asyncio.ensure_future(client.operation(op.name).result())
             await asyncio.sleep(0)  # the waiter starts under the caller's span
-        async with asyncio.timeout(10):
-            while served.servicer.waiting == 0:
-                await asyncio.sleep(0.01)
+        await until(lambda: served.servicer.waiting == 1, "the long poll reached the server")
         await served.manager.complete(op.name)
         await awaited
         await client.aclose()

@@ -20,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import lro_async
 from lro_async.demo import demo_pb2, demo_pb2_grpc
 
+from ..waiting import until_value
+
 pytestmark = pytest.mark.timeout(90)
 
 CLI = [sys.executable, "-m", "lro_async"]
@@ -90,13 +92,17 @@ def _get(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def _until(url: str, name: str, value: float, what: str, **labels: str) -> Samples:
-    async with asyncio.timeout(20):
-        while True:
-            samples = await _scrape(url)
-            if _get(samples, name, **labels) == value:
-                return samples
-            await asyncio.sleep(0.05)  # pacing the scrapes; the deadline ends it with a message
-    raise AssertionError(what)  # pragma: no cover
+    """Scrape until *name* (with *labels*) reads *value*; return that scrape's samples."""
+    last: Samples = {}
+
+    async def reached() -> Samples | None:
+        nonlocal last
+        last = await _scrape(url)
+        return last if _get(last, name, **labels) == value else None
+
+    return await until_value(
+        reached, what, timeout=20, details=lambda: f"{name} is {_get(last, name, **labels)}"
+    )
 
 
 async def test_a_scrape_while_operations_run_shows_each_figure_move(serving: Serving) -> None:

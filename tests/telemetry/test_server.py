@@ -16,15 +16,8 @@ from lro_async.demo import demo_pb2, demo_pb2_grpc
 from lro_async.demo.service import DemoService
 from lro_async.testing import serve
 
+from ..waiting import until
 from .conftest import Otel
-
-
-async def _until(condition: object, what: str, timeout: float = 10.0) -> None:
-    assert callable(condition)
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-    assert condition(), what
 
 
 async def test_a_finished_operation_is_counted_once_and_a_failed_one_under_its_code(
@@ -49,7 +42,7 @@ async def test_a_finished_operation_is_counted_once_and_a_failed_one_under_its_c
         await manager.wait(ok.name)
         # The same end refused a second time is not counted again.
         assert not await manager.complete(ok.name)
-        await _until(lambda: otel.value("lro_async.operations.running") == 0, "running -> 0")
+        await until(lambda: otel.value("lro_async.operations.running") == 0, "running -> 0")
 
     assert otel.value("lro_async.operations.started") == 2
     assert otel.value("lro_async.operations.finished", {"code": "OK"}) == 1
@@ -106,7 +99,7 @@ async def test_the_operation_span_is_linked_to_the_rpc_that_started_it(otel: Ote
             )
         )
         await served.manager.wait(started.name)
-        await _until(lambda: otel.finished("lro_async.operation"), "the operation span ends")
+        await until(lambda: otel.finished("lro_async.operation"), "the operation span ends")
 
     (rpc,) = otel.finished("lro_async.demo.v1.Demo/Sleep")
     (life,) = otel.finished("lro_async.operation")
@@ -124,7 +117,7 @@ async def test_open_waits_and_the_notice_delay(otel: Otel) -> None:
         request = operations_pb2.WaitOperationRequest(name=op.name)
         request.timeout.seconds = 30
         waiting = asyncio.ensure_future(stub.WaitOperation(request))
-        await _until(lambda: served.servicer.waiting == 1, "the WaitOperation call is open")
+        await until(lambda: served.servicer.waiting == 1, "the WaitOperation call is open")
         assert otel.value("lro_async.waits.open") == 1
         assert otel.value("lro_async.notice.delay") == 0
         await served.manager.complete(op.name)
@@ -143,11 +136,11 @@ async def test_open_watch_streams_are_counted(otel: Otel) -> None:
         op = await served.manager.create()
         client = lro_async.AsyncOperationsClient(served.channel)
         awaited = asyncio.ensure_future(client.operation(op.name).result())
-        await _until(lambda: otel.value("lro_async.watches.open") == 1, "a Watch stream is open")
+        await until(lambda: otel.value("lro_async.watches.open") == 1, "a Watch stream is open")
         await served.manager.complete(op.name)
         await awaited
         await client.aclose()
-        await _until(lambda: otel.value("lro_async.watches.open") == 0, "the stream closed")
+        await until(lambda: otel.value("lro_async.watches.open") == 0, "the stream closed")
     assert otel.value("lro_async.notice.delay") == 1
     streams = otel.finished("lro_async.v1.OperationsWatch/Watch")
     assert sorted(str(span.kind) for span in streams) == ["SpanKind.CLIENT", "SpanKind.SERVER"]
