@@ -131,16 +131,23 @@ class Waiters:
     ) -> operations_pb2.Operation:
         """Return *name* once done (or raise the error that ended the wait).
 
+        One coroutine frame and one future per awaiter, nothing nested: thousands wait.
+
         :param deadline: loop time after which to raise ``TimeoutError``; None: never.
         """
         waiter, ticket = self.join(name, (observer,), deadline=deadline)
+        settled = waiter.settled_future()
         try:
-            if deadline is None:  # no Timeout object for each of thousands of waits
-                await waiter.settled()
+            if settled is None:
+                pass
+            elif deadline is None:  # no Timeout object for each of thousands of waits
+                await settled
             else:
                 async with asyncio.timeout_at(deadline):
-                    await waiter.settled()
+                    await settled
         finally:
+            if settled is not None:
+                waiter.discard(settled)
             await waiter.leave(ticket)
         return waiter.outcome()
 
@@ -225,16 +232,28 @@ class _Flag:
                 future.set_result(None)
 
     async def wait(self) -> Literal[True]:
-        if self._set:
+        future = self.future()
+        if future is None:
             return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._futures is None:
-            self._futures = []
-        self._futures.append(future)
         try:
             await future
             return True
         finally:
+            self.discard(future)
+
+    def future(self) -> asyncio.Future[None] | None:
+        """A future of its own for one awaiter, done when the flag is set (None: it is);
+        hand it back to :meth:`discard` when done with it."""
+        if self._set:
+            return None
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._futures is None:
+            self._futures = []
+        self._futures.append(future)
+        return future
+
+    def discard(self, future: asyncio.Future[None]) -> None:
+        if self._futures is not None:
             self._futures.remove(future)
 
 
@@ -268,7 +287,8 @@ class Waiter:
         self.name = name
         self._owner = owner
         self._policy = owner.policy
-        self._tickets: set[Ticket] = set()
+        # A list, not a set: most waiters have one ticket, and a set costs 216 bytes.
+        self._tickets: list[Ticket] = []
         self._unbounded = 0  # tickets without a deadline
         self._listeners = 0  # tickets of progress() iterations
         self._task: asyncio.Task[None] | None = None
@@ -291,7 +311,7 @@ class Waiter:
     # -- membership -------------------------------------------------------------------
 
     def join(self, ticket: Ticket) -> None:
-        self._tickets.add(ticket)
+        self._tickets.append(ticket)
         self._unbounded += ticket.deadline is None
         self._listeners += ticket.progress
         if self._task is None and not self._following:
@@ -361,6 +381,14 @@ class Waiter:
     def settled(self) -> Coroutine[Any, Any, Literal[True]]:
         """Await this until the wait has ended (see :meth:`outcome`)."""
         return self._settled.wait()
+
+    def settled_future(self) -> asyncio.Future[None] | None:
+        """A future of this awaiter's own, done when the wait has ended (None: it has);
+        hand it back to :meth:`discard`. Cancelling it leaves the other awaiters waiting."""
+        return self._settled.future()
+
+    def discard(self, future: asyncio.Future[None]) -> None:
+        self._settled.discard(future)
 
     def outcome(self) -> operations_pb2.Operation:
         """The done operation, or raise the error that ended the wait."""

@@ -278,7 +278,9 @@ class WatchStream(Multiplexer):
                 exc = _broken(f"the Watch stream broke: {exc}")
             if self._call is call:
                 self._call = None
-            self._fail_all(exc)
+                self._fail_all(exc)
+            # Else the call was dropped (its last name forgotten) or replaced: the names
+            # wanted now were added to the next call, whose end is not this one's.
             # The call has ended; half-closing it too ends the task a client interceptor
             # keeps feeding it requests (grpc.aio leaves it waiting otherwise).
             with contextlib.suppress(Exception):

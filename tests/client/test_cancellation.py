@@ -63,8 +63,10 @@ async def test_cancel_before_the_first_rpc(
 ) -> None:
     name = server.create()
     task = asyncio.create_task(client.operation(name).result())
-    await asyncio.sleep(0)  # the awaiter has joined; its waiter has not run yet
-    assert len(waiter_tasks()) == 1
+    await asyncio.sleep(0)  # the awaiter has joined; its waiter has made no RPC yet
+    # (It follows the name over the Watch stream, without a task of its own, until the
+    # stream says whether the server has the extension.)
+    assert len(client._waiters) == 1 and sum(server.calls.values()) == 0
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -63,13 +63,14 @@ async def test_a_progress_listener_moves_a_task_free_wait_to_a_task() -> None:
             seen: list[int] = []
 
             async def listen() -> None:
-                async for state in client.operation(
+                op_ = client.operation(
                     op.name,
                     result_type=wrappers_pb2.Int64Value,
                     metadata_type=wrappers_pb2.Int64Value,
-                ).progress():
-                    if state.metadata is not None:
-                        seen.append(state.metadata.value)
+                )
+                async for metadata in op_.progress():
+                    if metadata is not None:
+                        seen.append(metadata.value)
 
             listening = asyncio.ensure_future(listen())
             await until(lambda: len(waiter_tasks()) == 1, "a task for the listener")

@@ -73,7 +73,8 @@ async def test_awaiters_with_and_without_timeouts_share_one_waiter(
     started = time.monotonic()
     with pytest.raises(OperationTimeout):
         await op.result(timeout=0.1)
-    assert 0.1 <= time.monotonic() - started <= 0.1 + LATE
+    assert time.monotonic() - started >= 0.1
+    assert not patient.done()  # the timeout ended one awaiter, not the shared waiter
     long_poll_server.complete(name, empty_pb2.Empty())
     assert await patient == empty_pb2.Empty()
     assert long_poll_server.calls["WaitOperation"] == 2
@@ -92,7 +93,9 @@ async def test_timeouts_stay_precise_with_many_awaiters(
 
     elapsed = await asyncio.gather(*(timed(name) for name in names))
     assert min(elapsed) >= 0.2
-    assert max(elapsed) <= 0.2 + 3 * LATE
+    # Precise: they end together, within a few loop iterations of each other, however
+    # late a loaded machine runs the loop (so no absolute upper bound).
+    assert max(elapsed) - min(elapsed) <= LATE
 
 
 async def test_a_negative_timeout_is_refused(
