@@ -32,7 +32,7 @@ from lro_async.server.auth import Access
 from lro_async.server.context import OperationContext
 from lro_async.server.manager import OperationManager
 
-from ..waiting import until
+from ..waiting import until, wait_until
 from .conftest import serve_http
 
 CHROMIUM = "/usr/bin/chromium"
@@ -127,12 +127,16 @@ class Steps:
 
 
 def _wait(driver: Any, condition: Callable[[Any], T], message: str) -> T:
+    """Return ``condition(driver)`` once it is truthy (from the browser's thread)."""
     from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    waiting = WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException])
-    result: T = waiting.until(condition, message)
-    return result
+    def look() -> T | None:
+        try:
+            return condition(driver)
+        except StaleElementReferenceException:  # the page redrew the element meanwhile
+            return None
+
+    return wait_until(look, message, timeout=WAIT)
 
 
 def _rows(driver: Any) -> list[str]:
