@@ -52,6 +52,7 @@ from lro_async.stores.postgres import PostgresStore
 
 from ..interop.test_restart import CLI, demo_stub, list_all, operations_stub, sleep_request
 from ..stores.conftest import admin_connection
+from ..waiting import until
 
 SEED_ENV = "LRO_ASYNC_FAULT_SEED"
 LEASE = 2.0
@@ -192,9 +193,18 @@ class Replica:
 
     async def mark_up(self) -> None:
         """Close the current down window once the replica answers health checks again."""
-        async with asyncio.timeout(30):
-            while await check_health(self.channel, 1.0) != "SERVING":
-                await asyncio.sleep(0.05)
+        answers: list[str] = []
+
+        async def serving() -> bool:
+            answers.append(await check_health(self.channel, 1.0))
+            return answers[-1] == "SERVING"
+
+        await until(
+            serving,
+            f"replica {self.label} never answered SERVING",
+            timeout=30,
+            details=lambda: f"its last answers: {answers[-3:]}",
+        )
         self.down[-1].end = time.time()
 
     async def kill(self) -> None:
@@ -374,8 +384,12 @@ class Run:
         rng = self.load_rng
         while not self._stop.is_set():
             labels = sorted(self.creating)
-            if not labels:
-                await asyncio.sleep(0.05)
+            if not labels:  # every replica is down on purpose: wait for one back
+                await until(
+                    lambda: self.creating or self._stop.is_set(),
+                    "no replica came back to take the load",
+                    timeout=60,
+                )
                 continue
             label = rng.choice(labels)
             replica = next(r for r in self.replicas if r.label == label)
@@ -424,24 +438,35 @@ class Run:
             excused = any(w.start <= ended and started <= w.end for w in replica.down)
             if answer != "SERVING" and not excused:
                 self.unhealthy.append(f"{replica.label} at +{started - self.t0:.2f}s: {answer}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # pacing: the checks' rate, throughout the run
 
     async def probe(self) -> float:
         """Start a 0 s operation on every replica that is up and await it; return when done."""
-        async with asyncio.timeout(30):
-            for replica in self.replicas:
-                if replica.label not in self.creating:
-                    continue
-                while True:
-                    try:
-                        request = sleep_request(self.parent + "-probe", 0, steps=1)
-                        op = await demo_stub(replica.channel).Sleep(request, timeout=1)
-                        done = await self.client.operation(op).exception()
-                        if done is None:
-                            break
-                    except (grpc.aio.AioRpcError, lro_async.RpcError):
-                        pass
-                    await asyncio.sleep(0.05)
+        pending = [r for r in self.replicas if r.label in self.creating]
+        failures: list[str] = []
+
+        async def completed_on_every_replica() -> bool:
+            while pending:  # in order: a replica that fails is tried again next time
+                try:
+                    request = sleep_request(self.parent + "-probe", 0, steps=1)
+                    op = await demo_stub(pending[0].channel).Sleep(request, timeout=1)
+                    # Bounded, so that the deadline below is one: tried again after 5 s.
+                    error = await self.client.operation(op).exception(timeout=5)
+                except (grpc.aio.AioRpcError, lro_async.RpcError, TimeoutError) as exc:
+                    failures.append(f"{pending[0].label}: {type(exc).__name__}")
+                    return False
+                if error is not None:
+                    failures.append(f"{pending[0].label}: {error}")
+                    return False
+                pending.pop(0)
+            return True
+
+        await until(
+            completed_on_every_replica,
+            "a fresh operation never completed on every replica up",
+            timeout=30,
+            details=lambda: f"not on {[r.label for r in pending]}, last: {failures[-3:]}",
+        )
         return time.time()
 
     # -- the run -----------------------------------------------------------------------

@@ -32,6 +32,7 @@ from lro_async.server.auth import Access
 from lro_async.server.context import OperationContext
 from lro_async.server.manager import OperationManager
 
+from ..waiting import until, wait_until
 from .conftest import serve_http
 
 CHROMIUM = "/usr/bin/chromium"
@@ -126,12 +127,16 @@ class Steps:
 
 
 def _wait(driver: Any, condition: Callable[[Any], T], message: str) -> T:
+    """Return ``condition(driver)`` once it is truthy (from the browser's thread)."""
     from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    waiting = WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException])
-    result: T = waiting.until(condition, message)
-    return result
+    def look() -> T | None:
+        try:
+            return condition(driver)
+        except StaleElementReferenceException:  # the page redrew the element meanwhile
+            return None
+
+    return wait_until(look, message, timeout=WAIT)
 
 
 def _rows(driver: Any) -> list[str]:
@@ -372,10 +377,13 @@ async def test_the_list_is_newest_first_with_progress_and_pages() -> None:
         names = [await steps.start(parent="projects/p") for _ in range(5)]
         other = await served.manager.create()
         await steps.advance(names[0], 3)
-        while (await served.manager.get(names[0])).metadata == (
-            await served.manager.get(names[1])
-        ).metadata:
-            await asyncio.sleep(0.005)
+
+        async def three_steps_made() -> bool:
+            metadata = demo_pb2.SleepMetadata()
+            assert (await served.manager.get(names[0])).metadata.Unpack(metadata)
+            return metadata.percent == 60
+
+        await until(three_steps_made, "the first operation never reached 60 %")
         first = (
             await served.http.get(
                 "/dashboard/api/operations", params={"parent": "projects/p", "pageSize": "3"}

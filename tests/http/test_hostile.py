@@ -10,6 +10,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ..waiting import until
 from .conftest import Served, serve_http
 from .test_status_table import error_of
 
@@ -107,8 +108,7 @@ async def test_too_many_waits_get_resource_exhausted_with_a_retry_hint() -> None
         proto = await served.manager.create(parent="projects/p")
         first = served.http.post(f"/v1/{proto.name}:wait", json={"timeout": "5s"})
         task = asyncio.create_task(first)
-        while served.app.waiting < 1:
-            await asyncio.sleep(0.005)
+        await until(lambda: served.app.waiting == 1, "the first :wait never arrived")
         response = await served.http.post(f"/v1/{proto.name}:wait", json={"timeout": "0s"})
         error = error_of(response, 429, "RESOURCE_EXHAUSTED")
         assert error["details"][1]["@type"] == "type.googleapis.com/google.rpc.RetryInfo"

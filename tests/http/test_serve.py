@@ -12,6 +12,7 @@ from lro_async.cli import _parser
 from lro_async.cli.serve import running_server
 from lro_async.client.operations import AsyncOperationsClient
 
+from ..waiting import until
 from .conftest import FAST
 
 
@@ -32,14 +33,12 @@ async def test_grpc_and_http_serve_the_same_operations_and_stop_together() -> No
             waiting = asyncio.create_task(
                 client.operation(op.name, result_type=empty_pb2.Empty).result()
             )
-            while running.manager.watched < 1:
-                await asyncio.sleep(0.005)
+            await until(lambda: running.manager.watched >= 1, "the HTTP client never waited")
             await running.manager.complete(op.name)
             assert await waiting == empty_pb2.Empty()
             pending = await running.manager.create(parent="projects/p")
             held = asyncio.create_task(client.wait_operation(pending.name, 30))
-            while running.manager.watched < 1:
-                await asyncio.sleep(0.005)
+            await until(lambda: running.manager.watched >= 1, "the :wait never arrived")
     # Leaving drained the manager: the held :wait got the latest state at once.
     assert not (await asyncio.wait_for(held, 1)).done
     await client.aclose()

@@ -17,6 +17,7 @@ from lro_async.server.context import OperationContext
 from lro_async.server.manager import OperationManager
 from lro_async.wire import HTTP_STATUS, error_body, error_from_body
 
+from ..waiting import until
 from .conftest import FAST, Served, serve_http
 
 MISSING = "projects/p/operations/AAAAAAAAAAAAAAAAAAAAAA"
@@ -62,7 +63,11 @@ async def test_unknown_deleted_and_expired_operations_are_not_found() -> None:
         await served.manager.delete(deleted.name)
         expired = await served.manager.create(parent="projects/p")
         await served.manager.complete(expired.name)
-        await asyncio.sleep(0.1)
+
+        async def expired_is_gone() -> bool:
+            return (await served.http.get(f"/v1/{expired.name}")).status_code == 404
+
+        await until(expired_is_gone, "the completed operation never expired (retention 50 ms)")
         for name in (MISSING, deleted.name, expired.name):
             for rpc, response in (await requests(served.http, name)).items():
                 if rpc == "cancel" and name == expired.name:
@@ -137,8 +142,7 @@ async def test_deleting_a_waited_operation_answers_not_found_at_once(served: Ser
     waiting = asyncio.create_task(
         served.http.post(f"/v1/{proto.name}:wait", json={"timeout": "30s"})
     )
-    while served.app.waiting < 1:
-        await asyncio.sleep(0.005)
+    await until(lambda: served.app.waiting == 1, "the :wait request never arrived")
     await served.manager.delete(proto.name)
     error_of(await asyncio.wait_for(waiting, 2), 404, "NOT_FOUND")
 
@@ -148,8 +152,7 @@ async def test_shutting_down_answers_waiters_at_once_then_unavailable(served: Se
     waiting = asyncio.create_task(
         served.http.post(f"/v1/{proto.name}:wait", json={"timeout": "30s"})
     )
-    while served.app.waiting < 1:
-        await asyncio.sleep(0.005)
+    await until(lambda: served.app.waiting == 1, "the :wait request never arrived")
     await served.manager.drain(0)
     response = await asyncio.wait_for(waiting, 2)
     assert response.status_code in (200, 503)

@@ -13,6 +13,7 @@ from google.protobuf import wrappers_pb2
 
 from lro_async.server.auth import TenantPolicy
 
+from ..waiting import until
 from .conftest import Served, serve_http
 
 Json = dict[str, Any]
@@ -58,9 +59,12 @@ class Sse:
 
 
 async def watched(served: Served, count: int) -> None:
-    async with asyncio.timeout(10):
-        while served.manager.watched < count:
-            await asyncio.sleep(0.005)
+    """Return once the stream's names are watched (the hub holds *count* of them)."""
+    await until(
+        lambda: served.manager.watched >= count,
+        f"{count} names never watched",
+        details=lambda: f"{served.manager.watched} watched",
+    )
 
 
 async def test_a_names_watch_answers_done_operations_and_ends(served: Served) -> None:
@@ -239,9 +243,11 @@ async def test_a_client_that_leaves_frees_its_stream(served: Served) -> None:
         await watched(served, 1)
     watches = served.app.watches
     assert watches is not None
-    async with asyncio.timeout(10):
-        while watches.streams or served.manager.watched:
-            await asyncio.sleep(0.005)
+    await until(
+        lambda: not watches.streams and not served.manager.watched,
+        "the stream the client left was never freed",
+        details=lambda: f"{watches.streams} streams, {served.manager.watched} names watched",
+    )
 
 
 async def test_without_watch_the_routes_are_not_there() -> None:

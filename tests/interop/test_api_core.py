@@ -17,6 +17,8 @@ from lro_async.client.operations import AsyncOperationsClient
 from lro_async.server.context import OperationContext
 from lro_async.testing import serve
 
+from ..waiting import until
+
 #: api-core's polling, made quick for tests.
 QUICK_POLLS = retry_async.AsyncRetry(
     predicate=RETRY_PREDICATE, initial=0.01, maximum=0.05, multiplier=1.5
@@ -94,7 +96,7 @@ async def test_api_core_cancel_is_seen_by_lro_async() -> None:
         client = AsyncOperationsClient(served.channel)
         op = client.operation(proto.name, result_type=struct_pb2.Struct)
         waiting = asyncio.create_task(op.exception())
-        await asyncio.sleep(0.02)
+        await until(lambda: served.manager.watched == 1, "lro_async's client never waited")
         await future.cancel()
         error = await waiting
         assert op.cancelled()

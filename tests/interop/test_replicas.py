@@ -16,6 +16,7 @@ import contextlib
 import statistics
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,10 +24,12 @@ import grpc
 import pytest
 from google.longrunning import operations_pb2
 from google.protobuf import duration_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from lro_async.demo import demo_pb2
 
 from ..stores.conftest import fresh_schema, require_postgres
+from ..waiting import until
 from .test_restart import (
     ABORTED,
     CANCELLED,
@@ -52,19 +55,26 @@ def _with_schema(dsn: str, schema: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _replicas(tmp_path: Path, *, grace: float = 1.0) -> AsyncIterator[tuple[Server, Server]]:
-    """Replicas A and B of one service: one schema, started together."""
+async def _replicas(
+    tmp_path: Path, *, grace: float = 1.0, metrics: bool = False
+) -> AsyncIterator[tuple[Server, Server]]:
+    """Replicas A and B of one service: one schema, started together.
+
+    :param metrics: B serves its metrics too (``Server.metrics``), to be read by
+        :func:`_waits_open`.
+    """
     dsn = await require_postgres()
     async with fresh_schema(dsn) as schema, contextlib.AsyncExitStack() as stack:
         store = _with_schema(dsn, schema)
         options = ("--lease", str(LEASE), "--grace", str(grace))
+        b_options = (*options, "--metrics-port", "0") if metrics else options
         # Started together (a TaskGroup, so that if one fails the other is stopped too).
         async with asyncio.TaskGroup() as starting:
             a = starting.create_task(
                 stack.enter_async_context(serve(store, tmp_path / "a.log", *options))
             )
             b = starting.create_task(
-                stack.enter_async_context(serve(store, tmp_path / "b.log", *options))
+                stack.enter_async_context(serve(store, tmp_path / "b.log", *b_options))
             )
         yield a.result(), b.result()
 
@@ -77,6 +87,25 @@ def _wait_request(name: str, seconds: float) -> operations_pb2.WaitOperationRequ
     return operations_pb2.WaitOperationRequest(
         name=name, timeout=duration_pb2.Duration(seconds=int(seconds))
     )
+
+
+def _scrape(url: str) -> str:
+    # No proxy: the replica is on 127.0.0.1 whatever http_proxy says.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
+async def _waits_open(server: Server) -> float:
+    """The WaitOperation calls open on *server* now (its ``lro_async.waits.open``)."""
+    assert server.metrics is not None, "served without --metrics-port"
+    text = await asyncio.to_thread(_scrape, server.metrics)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "lro_async_waits_open":
+                return float(sample.value)
+    return 0.0
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -121,10 +150,12 @@ async def test_a_cancel_on_b_stops_the_task_on_a(tmp_path: Path) -> None:
         started = await demo_stub(on_a).Sleep(sleep_request("projects/cancel", 60, steps=600))
         get = operations_pb2.GetOperationRequest(name=started.name)
         metadata = demo_pb2.SleepMetadata()
-        async with asyncio.timeout(10):
-            while metadata.step < 3:  # running, and reporting progress
-                (await operations.GetOperation(get)).metadata.Unpack(metadata)
-                await asyncio.sleep(0.05)
+
+        async def three_steps_reported() -> bool:  # running, and reporting progress
+            (await operations.GetOperation(get)).metadata.Unpack(metadata)
+            return metadata.step >= 3
+
+        await until(three_steps_reported, "B never saw A's task report its third step")
         await operations.CancelOperation(operations_pb2.CancelOperationRequest(name=started.name))
         cancelled = await operations.GetOperation(get)
         assert cancelled.done
@@ -140,7 +171,11 @@ async def test_a_cancel_on_b_stops_the_task_on_a(tmp_path: Path) -> None:
 async def test_when_a_is_killed_b_aborts_its_running_operations_after_the_lease(
     tmp_path: Path,
 ) -> None:
-    async with _replicas(tmp_path) as (a, b), _channel(a) as on_a, _channel(b) as on_b:
+    async with (
+        _replicas(tmp_path, metrics=True) as (a, b),
+        _channel(a) as on_a,
+        _channel(b) as on_b,
+    ):
         demo, operations = demo_stub(on_a), operations_stub(on_b)
         started = await asyncio.gather(
             *(demo.Sleep(sleep_request("projects/kill", 60)) for _ in range(20))
@@ -157,7 +192,11 @@ async def test_when_a_is_killed_b_aborts_its_running_operations_after_the_lease(
             return operation, time.monotonic()
 
         waiting = [asyncio.create_task(wait_on_b(name)) for name in names]
-        await asyncio.sleep(0.1)  # the waits are in
+
+        async def the_waits_are_in() -> bool:
+            return await _waits_open(b) == len(names)
+
+        await until(the_waits_are_in, f"B never held the {len(names)} WaitOperation calls")
         a.kill()
         killed = time.monotonic()
         results = await asyncio.gather(*waiting)

@@ -25,6 +25,8 @@ from google.protobuf import duration_pb2, empty_pb2
 
 from lro_async.demo import demo_pb2, demo_pb2_grpc
 
+from ..waiting import until
+
 pytestmark = pytest.mark.timeout(60)
 
 CLI = (sys.executable, "-m", "lro_async")
@@ -40,6 +42,7 @@ class Server:
     process: asyncio.subprocess.Process
     target: str
     log: Path  # its stderr
+    metrics: str | None = None  # its /metrics URL, when served with --metrics-port
 
     def kill(self) -> None:
         """``kill -9``: no drain, no cleanup, no last write."""
@@ -55,6 +58,8 @@ class Server:
 @contextlib.asynccontextmanager
 async def serve(store: str, log: Path, *options: str) -> AsyncIterator[Server]:
     """Run ``lro-async serve --port 0 --store STORE [OPTIONS]`` until it says it serves.
+
+    With ``--metrics-port`` among the options, it says where its metrics are first.
 
     Whatever happened, the process is gone on exit (SIGKILLed if it still ran).
     """
@@ -72,15 +77,19 @@ async def serve(store: str, log: Path, *options: str) -> AsyncIterator[Server]:
         )
     try:
         assert process.stdout is not None
+        metrics = None
         async with asyncio.timeout(30):
             line = (await process.stdout.readline()).decode()
+            if "metrics on " in line:
+                metrics = line.split("metrics on ")[1].split()[0]
+                line = (await process.stdout.readline()).decode()
         if "serving on" not in line:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
             stderr_text = await asyncio.to_thread(log.read_text)
             raise AssertionError(f"lro-async serve did not start: {line!r}\n{stderr_text}")
-        yield Server(process, line.split("serving on ")[1].split()[0], log)
+        yield Server(process, line.split("serving on ")[1].split()[0], log, metrics)
     finally:
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -172,7 +181,7 @@ async def _watch(operations: OperationsStub, observed: Observed) -> None:
                 return
             if operation.done:
                 observed.done[name] = operation
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # pacing: reads in flight at the kill, not a busy loop
 
 
 async def _run_until_killed(server: Server) -> Observed:
@@ -182,9 +191,12 @@ async def _run_until_killed(server: Server) -> Observed:
         clients = [asyncio.create_task(_create(demo, observed, i)) for i in range(CREATORS)]
         clients.append(asyncio.create_task(_watch(operations, observed)))
         try:
-            async with asyncio.timeout(20):
-                while len(observed.created) < 300 or len(observed.done) < 60:
-                    await asyncio.sleep(0.01)
+            await until(
+                lambda: len(observed.created) >= 300 and len(observed.done) >= 60,
+                "300 operations acknowledged and 60 seen done never happened",
+                timeout=20,
+                details=lambda: f"{len(observed.created)} acknowledged, {len(observed.done)} done",
+            )
             server.kill()  # while creates and reads are in flight
             await server.process.wait()
             async with asyncio.timeout(15):
