@@ -72,7 +72,8 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
         self._client = client
         self._result_type = result_type
         self._metadata_type = metadata_type
-        self._callbacks: list[Callable[[AsyncOperation[ResultT, MetadataT]], object]] = []
+        # A tuple: () costs nothing, and thousands of operations have no callback.
+        self._callbacks: tuple[Callable[[AsyncOperation[ResultT, MetadataT]], object], ...] = ()
 
     @overload
     @classmethod
@@ -316,14 +317,14 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
         if self.done:
             self._schedule(fn)
         else:
-            self._callbacks.append(fn)
+            self._callbacks += (fn,)
 
     def remove_done_callback(
         self, fn: Callable[[AsyncOperation[ResultT, MetadataT]], object]
     ) -> int:
         """Remove every registration of *fn*; return how many were removed."""
         before = len(self._callbacks)
-        self._callbacks = [cb for cb in self._callbacks if cb != fn]
+        self._callbacks = tuple(cb for cb in self._callbacks if cb != fn)
         return before - len(self._callbacks)
 
     # -- internals ----------------------------------------------------------------------
@@ -397,7 +398,7 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
             loop.call_soon(fn, self)
 
     def _fire_callbacks(self) -> None:
-        callbacks, self._callbacks = self._callbacks, []
+        callbacks, self._callbacks = self._callbacks, ()
         for fn in callbacks:
             self._schedule(fn)
 

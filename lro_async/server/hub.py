@@ -92,7 +92,9 @@ class Watch:
         # and an empty set costs 216 bytes.
         self._final: set[asyncio.Future[None]] | None = None  # woken by the end only
         self._any: set[asyncio.Future[None]] | None = None  # woken by any change
-        self._listeners: set[Listener] | None = None  # streams, told of every change
+        # Streams told of every change: a tuple, as a name is mostly on one stream and
+        # even an empty set costs 216 bytes.
+        self._listeners: tuple[Listener, ...] = ()
 
     async def sleep(self, seen: int, timeout: float | None, *, any_change: bool) -> None:
         """Sleep until the operation changes after *seen* changes, or *timeout* seconds.
@@ -181,15 +183,13 @@ class Hub:
     def listen(self, name: str, listener: Listener) -> Watch:
         """Tell *listener* of every change of *name*; pair it with :meth:`unlisten`."""
         watch = self.enter(name)
-        if watch._listeners is None:
-            watch._listeners = set()
-        watch._listeners.add(listener)
+        if listener not in watch._listeners:
+            watch._listeners += (listener,)
         return watch
 
     def unlisten(self, watch: Watch, listener: Listener) -> None:
         """Stop telling *listener* about *watch*'s operation."""
-        if watch._listeners is not None:
-            watch._listeners.discard(listener)
+        watch._listeners = tuple(known for known in watch._listeners if known is not listener)
         self.leave(watch.name, watch)
 
     def subscribe(self, listener: Listener, *, parent: str | _NoParent | None = _NO_PARENT) -> None:

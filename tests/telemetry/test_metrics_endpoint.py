@@ -32,7 +32,8 @@ METRICS = ("--metrics-port", "0")
 class Serving:
     def __init__(self, store: Path) -> None:
         self.process = subprocess.Popen(
-            [*CLI, "serve", "--port", "0", "--grace", "1", "--store", str(store), *METRICS],
+            [*CLI, "serve", "--port", "0", "--grace", "1", "--store", str(store), *METRICS]
+            + ["--http-port", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -44,6 +45,9 @@ class Serving:
         second = self.process.stdout.readline()
         assert "serving on" in second, second + self.stop()
         self.target = second.split("serving on ")[1].split()[0]
+        third = self.process.stdout.readline()
+        assert "serving HTTP/JSON on" in third, third + self.stop()
+        self.http = "http://" + third.split("serving HTTP/JSON on ")[1].split()[0]
 
     def stop(self) -> str:
         if self.process.poll() is None:
@@ -140,6 +144,19 @@ async def test_a_scrape_while_operations_run_shows_each_figure_move(serving: Ser
         }
         assert _get(during, "rpc_server_call_duration_seconds_count", **sleep_ok) == 4
 
+        # The HTTP/JSON face's requests, by route template and status.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        url_of = f"{serving.http}/v1/{running[0].name}"
+        await asyncio.to_thread(lambda: opener.open(url_of, timeout=10).close())
+        get_ok = {
+            "http_request_method": "GET",
+            "http_route": "/v1/{name=**/operations/*}",
+            "http_response_status_code": "200",
+        }
+        await _until(
+            url, "http_server_request_duration_seconds_count", 1, "the GET never counted", **get_ok
+        )
+
         client = lro_async.AsyncOperationsClient(channel)
         try:
             waits = [asyncio.ensure_future(client.operation(op.name).result()) for op in running]
@@ -168,7 +185,9 @@ async def test_a_scrape_while_operations_run_shows_each_figure_move(serving: Ser
     exported = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name, _ in after}
     exported.add("lro_async_store_errors")
     for path in (CONTRIB / "grafana" / "lro_async.json", CONTRIB / "prometheus" / "alerts.yml"):
-        named = set(re.findall(r"\b(?:lro_async|rpc_server)_[a-z_]+", path.read_text()))
+        named = set(
+            re.findall(r"\b(?:lro_async|rpc_server|http_server)_[a-z_]+", path.read_text())
+        )
         named = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name in named}
         assert named, path
         assert named <= exported, (path.name, named - exported)
