@@ -16,7 +16,15 @@ from ..server.rules import error_parts
 from ..wire import JSON_CONTENT_TYPE, Json, dumps, error_body
 from .parsing import Receive, Scope, Send, header
 
-__all__ = ["ClientGone", "Refused", "error_response", "read_body", "respond", "too_large"]
+__all__ = [
+    "ClientGone",
+    "Refused",
+    "error_response",
+    "read_body",
+    "respond",
+    "send_body",
+    "too_large",
+]
 
 
 class Refused(RpcError):
@@ -87,19 +95,30 @@ async def respond(
     send: Send, status: int, payload: Json, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     """Send *payload* as a whole JSON response, never cached; a 429 says when to retry."""
-    body = dumps(payload)
-    extra = [(b"retry-after", b"1")] if status == 429 else []
+    extra = [(b"retry-after", b"1"), *headers] if status == 429 else headers
+    await send_body(send, status, dumps(payload), JSON_CONTENT_TYPE, extra)
+
+
+async def send_body(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    *,
+    head: bool = False,
+) -> None:
+    """Send a whole response of *content_type*, never cached (*head*: without its body)."""
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", JSON_CONTENT_TYPE.encode()),
+                (b"content-type", content_type.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"cache-control", b"no-store"),
-                *extra,
                 *headers,
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -41,7 +41,7 @@ from ..names import list_parent
 from ..progress import progress_fraction
 from ..server.rules import check_access, listed
 from ..wire import JSON_CONTENT_TYPE, Json, dumps, operation_to_json
-from .answers import error_response
+from .answers import error_response, send_body
 from .parsing import Scope, Send, caller_of_scope, query_of
 
 if TYPE_CHECKING:
@@ -153,16 +153,7 @@ def _integer(text: str, what: str, default: int) -> int:
 
 
 async def _send(send: Send, status: int, body: bytes, kind: str, scope: Scope) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", kind.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                (b"x-content-type-options", b"nosniff"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+    await send_body(send, status, body, kind, _NOSNIFF, head=scope["method"] == "HEAD")
+
+
+_NOSNIFF = ((b"x-content-type-options", b"nosniff"),)

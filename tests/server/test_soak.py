@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import gc
 import os
@@ -26,7 +25,7 @@ import resource
 import signal
 import statistics
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +44,10 @@ from lro_async.stores.base import Written
 from lro_async.testing import Served, serve
 
 from ..interop.test_restart import (
-    CLI,
     CREATORS,
     PARENT,
     RESTARTED,
     Observed,
-    Server,
     _create,
     _watch,
     demo_stub,
@@ -536,37 +533,7 @@ async def _poll_health(
         await asyncio.sleep(0.02)
 
 
-@contextlib.asynccontextmanager
-async def serve_measured(store: str, log: Path, *options: str) -> AsyncIterator[tuple[Server, str]]:
-    """``lro-async serve --metrics-port 0``: the server and the URL of its /metrics."""
-    with log.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            *CLI,
-            "serve",
-            "--port",
-            "0",
-            "--store",
-            store,
-            "--metrics-port",
-            "0",
-            *options,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(30):
-            first = (await process.stdout.readline()).decode()
-            second = (await process.stdout.readline()).decode()
-        started = "metrics on http://" in first and "serving on" in second
-        assert started, (first, second, await asyncio.to_thread(log.read_text))
-        target = second.split("serving on ")[1].split()[0]
-        yield Server(process, target, log), first.split("metrics on ")[1].split()[0]
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        await process.wait()
+_METRICS = ("--metrics-port", "0")
 
 
 def _waits_open(url: str) -> int:
@@ -589,7 +556,7 @@ async def test_sigterm_under_load_reports_not_serving_drains_and_loses_nothing(
     loop = asyncio.get_running_loop()
     observed, health = Observed(), list[tuple[float, str]]()
     async with (
-        serve_measured(store, tmp_path / "first.log", "--grace", str(grace)) as (server, metrics),
+        serve_cli(store, tmp_path / "first.log", "--grace", str(grace), *_METRICS) as server,
         grpc.aio.insecure_channel(server.target) as channel,
     ):
         demo, operations = demo_stub(channel), operations_stub(channel)
@@ -616,7 +583,8 @@ async def test_sigterm_under_load_reports_not_serving_drains_and_loses_nothing(
         opened = [0]
 
         async def all_open() -> bool:
-            opened[0] = await asyncio.to_thread(_waits_open, metrics)
+            assert server.metrics is not None
+            opened[0] = await asyncio.to_thread(_waits_open, server.metrics)
             return opened[0] + sum(task.done() for task in waits.values()) >= len(waits)
 
         try:

@@ -27,13 +27,13 @@ pytestmark = pytest.mark.timeout(90)
 CLI = [sys.executable, "-m", "lro_async"]
 CONTRIB = Path(__file__).parent.parent.parent / "contrib"
 METRICS = ("--metrics-port", "0")
+HTTP = ("--http-port", "0")
 
 
 class Serving:
     def __init__(self, store: Path) -> None:
         self.process = subprocess.Popen(
-            [*CLI, "serve", "--port", "0", "--grace", "1", "--store", str(store), *METRICS]
-            + ["--http-port", "0"],
+            [*CLI, "serve", "--port", "0", "--grace", "1", "--store", str(store), *METRICS, *HTTP],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -185,9 +185,7 @@ async def test_a_scrape_while_operations_run_shows_each_figure_move(serving: Ser
     exported = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name, _ in after}
     exported.add("lro_async_store_errors")
     for path in (CONTRIB / "grafana" / "lro_async.json", CONTRIB / "prometheus" / "alerts.yml"):
-        named = set(
-            re.findall(r"\b(?:lro_async|rpc_server|http_server)_[a-z_]+", path.read_text())
-        )
+        named = set(re.findall(r"\b(?:lro_async|rpc_server|http_server)_[a-z_]+", path.read_text()))
         named = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name in named}
         assert named, path
         assert named <= exported, (path.name, named - exported)
