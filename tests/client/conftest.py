@@ -11,6 +11,7 @@ from lro_async.client.operations import AsyncOperationsClient
 from lro_async.client.policy import WaitPolicy
 
 from .polling_server import OperationsTestServer
+from .remote import TRANSPORTS, Remote, serve_over
 
 #: Polls every 10 ms and retries at once: quick tests with a countable stream of RPCs.
 FAST = WaitPolicy(
@@ -30,6 +31,20 @@ async def assert_no_waiter_tasks() -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError(f"leaked waiter tasks: {waiter_tasks()}")
+
+
+@pytest.fixture
+def watch() -> bool:
+    """Whether ``served`` has the Watch extension; a module parametrizes it to run both."""
+    return True
+
+
+@pytest.fixture(params=TRANSPORTS)
+async def served(request: pytest.FixtureRequest, watch: bool) -> AsyncIterator[Remote]:
+    """A real OperationManager served over gRPC, then over HTTP/JSON, and a client of it
+    (policy FAST) over that transport: each test that takes it runs once per transport."""
+    async with serve_over(request.param, policy=FAST, watch=watch) as remote:
+        yield remote
 
 
 @pytest.fixture
