@@ -83,6 +83,8 @@ class Remote:
     """A new client of the server with this policy (the caller closes it)."""
     _streams: Callable[[], int]
     _long_polls: Callable[[], int]
+    app: OperationsApp | None = None
+    """The HTTP app (None over gRPC), for what only it counts."""
 
     @property
     def streams(self) -> int:
@@ -174,6 +176,7 @@ async def _serve_http(
                 connect,
                 lambda: app.watches.streams if app.watches is not None else 0,
                 lambda: app.waiting,
+                app,
             )
         finally:  # before the server stops, so that the waits it holds answer at once
             await manager.aclose()
