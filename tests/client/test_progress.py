@@ -15,6 +15,7 @@ from lro_async.client.operations import AsyncOperationsClient
 from lro_async.errors import OperationFailed, OperationNotFound
 from lro_async.protobuf import WAIT_MODE_HEADER, WAIT_MODE_PROGRESS
 
+from ..waiting import until
 from .polling_server import OperationsTestServer
 
 
@@ -26,11 +27,18 @@ async def collect(op: AsyncOperation[Any, wrappers_pb2.Int32Value]) -> list[int]
     return [md.value async for md in op.progress()]
 
 
+async def answered_since(server: OperationsTestServer, what: str) -> None:
+    """Return once the client has had an answer to a call made after this moment: calls
+    of one name go one after another, so that is when the second call from now starts."""
+    calls = sum(server.calls.values())
+    await until(lambda: sum(server.calls.values()) >= calls + 2, f"the client never saw {what}")
+
+
 async def drive(server: OperationsTestServer, name: str, steps: list[int]) -> None:
+    await answered_since(server, "the first metadata")
     for step in steps:
-        await asyncio.sleep(0.04)
         server.set_metadata(name, pct(step))
-    await asyncio.sleep(0.04)
+        await answered_since(server, f"the metadata {step}")
     server.complete(name, empty_pb2.Empty())
 
 
@@ -61,14 +69,19 @@ async def test_listeners_ask_for_progress_and_plain_awaiters_do_not(
     name = server.create(pct(0))
     op = client.operation(name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value)
     task = asyncio.create_task(op.result())
-    await asyncio.sleep(0.03)
+    await until(
+        lambda: server.calls["WaitOperation"] == 2 and server.in_flight["WaitOperation"] == 1,
+        "the awaiter's long poll never opened after the probe",
+    )
     for step in range(1, 6):
         server.set_metadata(name, pct(step))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a period in which an awaiter must not reopen its call
     # The probe, then one long poll: an awaiter pays nothing for metadata changes.
     assert server.calls["WaitOperation"] == 2
     listener = asyncio.create_task(collect(op))
-    await asyncio.sleep(0.03)
+    await until(
+        lambda: server.calls["WaitOperation"] >= 3, "the open call was never reopened for it"
+    )
     server.complete(name, empty_pb2.Empty())
     assert await task == empty_pb2.Empty()
     assert await listener == [0, 5], "the metadata last seen, then the change"

@@ -17,6 +17,7 @@ from lro_async.errors import (
     UnexpectedOperationState,
 )
 
+from ..waiting import until_value
 from .polling_server import OperationsTestServer
 
 
@@ -33,9 +34,7 @@ def typed(
 
 
 async def wait_for_calls(server: OperationsTestServer, count: int) -> None:
-    async with asyncio.timeout(10):
-        while sum(server.calls.values()) < count:
-            await asyncio.sleep(0.005)
+    await until_value(lambda: sum(server.calls.values()) >= count, f"fewer than {count} calls")
 
 
 async def test_the_current_metadata_is_checked_first_without_an_rpc(
@@ -61,9 +60,7 @@ async def test_until_returns_the_first_metadata_that_holds_while_the_operation_r
         return md.value >= 50
 
     async def seen_last(value: int) -> None:
-        async with asyncio.timeout(10):
-            while seen[-1:] != [value] and not until.done():
-                await asyncio.sleep(0.005)
+        await until_value(lambda: seen[-1:] == [value] or until.done(), f"{value} never seen")
 
     until = asyncio.create_task(op.until(reached, timeout=10))
     await seen_last(0)
