@@ -20,6 +20,7 @@ from lro_async.client.operations import AsyncOperationsClient
 from lro_async.client.policy import WaitPolicy
 from lro_async.http import OperationsApp, asgi_app, running_http_server
 from lro_async.http.app import Receive, Scope, Send
+from lro_async.server.auth import Authorizer
 from lro_async.server.manager import OperationManager
 from lro_async.server.watching import WatchServicer
 from lro_async.testing import serve
@@ -110,17 +111,25 @@ async def serve_over(
     transport: str,
     manager: OperationManager | None = None,
     *,
-    policy: WaitPolicy,
+    policy: WaitPolicy | None = None,
     watch: bool = True,
     max_wait: float = 1800.0,
+    authorize: Authorizer | None = None,
 ) -> AsyncIterator[Remote]:
     """Serve *manager* (default: a new one) over *transport*, ``"grpc"`` or ``"http"``;
-    ``Remote.client`` has *policy*. On exit the client and the manager close, then the
-    server stops.
+    ``Remote.client`` has *policy* (default: the default one). On exit the client and
+    the manager close, then the server stops.
+
+    :param watch: also serve the Watch extension.
+    :param max_wait: the server's cap on one wait, in seconds.
+    :param authorize: the server's authorizer, for every route (None: allow everything).
     """
     manager = manager if manager is not None else OperationManager()
+    policy = policy if policy is not None else WaitPolicy()
     serving = _serve_grpc if transport == "grpc" else _serve_http
-    async with serving(manager, policy, watch=watch, max_wait=max_wait) as remote:
+    async with serving(
+        manager, policy, watch=watch, max_wait=max_wait, authorize=authorize
+    ) as remote:
         try:
             yield remote
         finally:
@@ -129,11 +138,18 @@ async def serve_over(
 
 @contextlib.asynccontextmanager
 async def _serve_grpc(
-    manager: OperationManager, policy: WaitPolicy, *, watch: bool, max_wait: float
+    manager: OperationManager,
+    policy: WaitPolicy,
+    *,
+    watch: bool,
+    max_wait: float,
+    authorize: Authorizer | None,
 ) -> AsyncIterator[Remote]:
-    watching = WatchServicer(manager)  # served by hand to read its open streams
+    watching = WatchServicer(manager, authorize=authorize)  # by hand, to read its streams
     register = watching.add_to_server if watch else None
-    async with serve(manager, max_wait=max_wait, watch=False, register=register) as served:
+    async with serve(
+        manager, max_wait=max_wait, authorize=authorize, watch=False, register=register
+    ) as served:
         counter = CountingInterceptor()
         interceptors = [counter, StreamCounter(counter)]
         async with grpc.aio.insecure_channel(served.target, interceptors=interceptors) as channel:
@@ -156,9 +172,14 @@ async def _serve_grpc(
 
 @contextlib.asynccontextmanager
 async def _serve_http(
-    manager: OperationManager, policy: WaitPolicy, *, watch: bool, max_wait: float
+    manager: OperationManager,
+    policy: WaitPolicy,
+    *,
+    watch: bool,
+    max_wait: float,
+    authorize: Authorizer | None,
 ) -> AsyncIterator[Remote]:
-    app = asgi_app(manager, watch=watch, max_wait=max_wait)
+    app = asgi_app(manager, watch=watch, max_wait=max_wait, authorize=authorize)
     counter = HttpCounter(app)
     async with running_http_server(counter, grace=1.0) as server:
 
