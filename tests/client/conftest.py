@@ -20,17 +20,17 @@ FAST = WaitPolicy(
 )
 
 
-def waiter_tasks() -> list[asyncio.Task[object]]:
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith("lro_async")]
+def waiter_tasks(prefix: str = "lro_async") -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith(prefix)]
 
 
-async def assert_no_waiter_tasks() -> None:
+async def assert_no_waiter_tasks(prefix: str = "lro_async") -> None:
     """Fail if a waiter task is still alive a few loop iterations from now."""
     for _ in range(5):
-        if not waiter_tasks():
+        if not waiter_tasks(prefix):
             return
         await asyncio.sleep(0)
-    raise AssertionError(f"leaked waiter tasks: {waiter_tasks()}")
+    raise AssertionError(f"leaked waiter tasks: {waiter_tasks(prefix)}")
 
 
 @pytest.fixture
@@ -45,6 +45,8 @@ async def served(request: pytest.FixtureRequest, watch: bool) -> AsyncIterator[R
     (policy FAST) over that transport: each test that takes it runs once per transport."""
     async with serve_over(request.param, policy=FAST, watch=watch) as remote:
         yield remote
+        # The client's own waiters (the server's tasks are lro_async's too, and run on).
+        await assert_no_waiter_tasks("lro_async waiter ")
 
 
 @pytest.fixture
