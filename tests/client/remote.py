@@ -67,7 +67,7 @@ class HttpCounter:
 
 @dataclasses.dataclass
 class Remote:
-    """A manager served over *transport*, with a client of it (policy FAST) in ``client``.
+    """A manager served over *transport*, with a client of it in ``client``.
 
     ``calls`` counts what every client made by ``connect`` (and ``client``) asked the server
     for, by RPC; ``metadata`` holds each request's metadata (gRPC) or headers (HTTP).
