@@ -11,6 +11,7 @@ from lro_async.client.operations import AsyncOperationsClient
 from lro_async.client.policy import WaitPolicy
 
 from .polling_server import OperationsTestServer
+from .remote import TRANSPORTS, Remote, serve_over
 
 #: Polls every 10 ms and retries at once: quick tests with a countable stream of RPCs.
 FAST = WaitPolicy(
@@ -19,17 +20,33 @@ FAST = WaitPolicy(
 )
 
 
-def waiter_tasks() -> list[asyncio.Task[object]]:
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith("lro_async")]
+def waiter_tasks(prefix: str = "lro_async") -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith(prefix)]
 
 
-async def assert_no_waiter_tasks() -> None:
+async def assert_no_waiter_tasks(prefix: str = "lro_async") -> None:
     """Fail if a waiter task is still alive a few loop iterations from now."""
     for _ in range(5):
-        if not waiter_tasks():
+        if not waiter_tasks(prefix):
             return
         await asyncio.sleep(0)
-    raise AssertionError(f"leaked waiter tasks: {waiter_tasks()}")
+    raise AssertionError(f"leaked waiter tasks: {waiter_tasks(prefix)}")
+
+
+@pytest.fixture
+def watch() -> bool:
+    """Whether ``served`` has the Watch extension; a module parametrizes it to run both."""
+    return True
+
+
+@pytest.fixture(params=TRANSPORTS)
+async def served(request: pytest.FixtureRequest, watch: bool) -> AsyncIterator[Remote]:
+    """A real OperationManager served over gRPC, then over HTTP/JSON, and a client of it
+    (policy FAST) over that transport: each test that takes it runs once per transport."""
+    async with serve_over(request.param, policy=FAST, watch=watch) as remote:
+        yield remote
+        # The client's own waiters (the server's tasks are lro_async's too, and run on).
+        await assert_no_waiter_tasks("lro_async waiter ")
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ import pytest
 import lro_async
 import lro_async.sync
 import lro_async.testing
-from lro_async.http import asgi_app, running_http_server
+
+from .remote import TRANSPORTS, serve_over
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,27 +64,14 @@ async def _fleet(manager: lro_async.OperationManager) -> Fleet:
 async def _client(
     transport: str, manager: lro_async.OperationManager, authorize: Authorize
 ) -> AsyncIterator[lro_async.AsyncOperationsClient]:
-    if transport == "grpc":
-        async with (
-            lro_async.testing.serve(manager, authorize=authorize) as served,
-            lro_async.AsyncOperationsClient(served.channel) as client,
-        ):
-            yield client
-        return
-    try:
-        async with (
-            running_http_server(asgi_app(manager, authorize=authorize), grace=1.0) as server,
-            lro_async.AsyncOperationsClient.from_url(server.url) as client,
-        ):
-            yield client
-    finally:
-        await manager.aclose()
+    async with serve_over(transport, manager, authorize=authorize) as served:
+        yield served.client
 
 
-TRANSPORTS = pytest.mark.parametrize("transport", ["grpc", "http"])
+ON_EACH_TRANSPORT = pytest.mark.parametrize("transport", TRANSPORTS)
 
 
-@TRANSPORTS
+@ON_EACH_TRANSPORT
 async def test_count_operations_counts_what_the_filter_matches(transport: str) -> None:
     manager = lro_async.OperationManager()
     fleet = await _fleet(manager)
@@ -96,7 +84,7 @@ async def test_count_operations_counts_what_the_filter_matches(transport: str) -
             await client.count_operations(PARENT, filter="colour = red")
 
 
-@TRANSPORTS
+@ON_EACH_TRANSPORT
 async def test_cancel_operations_cancels_the_running_and_skips_the_done(transport: str) -> None:
     manager = lro_async.OperationManager()
     fleet = await _fleet(manager)
@@ -132,7 +120,7 @@ async def test_cancel_operations_cancels_the_running_and_skips_the_done(transpor
             assert not (await client.get_operation(name)).done
 
 
-@TRANSPORTS
+@ON_EACH_TRANSPORT
 async def test_delete_operations_deletes_only_what_matches(transport: str) -> None:
     manager = lro_async.OperationManager()
     fleet = await _fleet(manager)
@@ -145,7 +133,8 @@ async def test_delete_operations_deletes_only_what_matches(transport: str) -> No
         assert again.matched == 0 and again.ok
 
 
-async def test_cancel_operations_keeps_to_its_concurrency() -> None:
+@ON_EACH_TRANSPORT
+async def test_cancel_operations_keeps_to_its_concurrency(transport: str) -> None:
     manager = lro_async.OperationManager()
     names = [(await manager.create(parent=PARENT)).name for _ in range(12)]
     in_flight = 0
@@ -168,15 +157,16 @@ async def test_cancel_operations_keeps_to_its_concurrency() -> None:
             in_flight -= 1
         return True
 
-    async with _client("grpc", manager, authorize) as client:
+    async with _client(transport, manager, authorize) as client:
         result = await client.cancel_operations(PARENT, concurrency=4)
     assert set(result.done) == set(names)
     assert most == 4, f"{most} cancels were in flight at once with concurrency=4"
 
 
-async def test_a_bad_concurrency_is_refused_before_any_rpc() -> None:
+@ON_EACH_TRANSPORT
+async def test_a_bad_concurrency_is_refused_before_any_rpc(transport: str) -> None:
     manager = lro_async.OperationManager()
-    async with _client("grpc", manager, _allow) as client:
+    async with _client(transport, manager, _allow) as client:
         with pytest.raises(ValueError, match="concurrency must be at least 1"):
             await client.cancel_operations(PARENT, concurrency=0)
 

@@ -14,6 +14,7 @@ from lro_async.backoff import Backoff
 from lro_async.client.operations import AsyncOperationsClient
 from lro_async.errors import RpcError
 
+from ..waiting import until
 from .conftest import FAST, assert_no_waiter_tasks, waiter_tasks
 from .polling_server import OperationsTestServer
 
@@ -48,9 +49,10 @@ async def test_cancel_while_sleeping_between_polls(
     client = AsyncOperationsClient(channel, policy=slow)
     name = server.create()
     task = asyncio.create_task(client.operation(name).result())
-    while server.calls["GetOperation"] == 0:
-        await asyncio.sleep(0.001)
-    await asyncio.sleep(0.01)
+    await until(
+        lambda: server.calls["GetOperation"] >= 1 and server.in_flight["GetOperation"] == 0,
+        "the first poll was never answered (the waiter then sleeps 30 s)",
+    )
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -82,9 +84,10 @@ async def test_cancel_at_the_moment_the_operation_completes(
         op = client.operation(name, result_type=empty_pb2.Empty)
         task = asyncio.create_task(op.result())
         other = asyncio.create_task(op.result())
-        await asyncio.sleep(0.012)
+        polls = server.calls["GetOperation"]
+        await until(lambda p=polls: server.calls["GetOperation"] > p, "the waiter never polled")
         server.complete(name, empty_pb2.Empty())
-        await asyncio.sleep(0.009)
+        await asyncio.sleep(0.009)  # the moment aimed at: about when the next poll sees it
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -101,14 +104,13 @@ async def test_cancelling_one_awaiter_leaves_the_others_waiting(
     staying = asyncio.create_task(
         client.operation(name, result_type=wrappers_pb2.StringValue).result()
     )
-    await asyncio.sleep(0.03)
+    await until(lambda: server.calls["GetOperation"] >= 1, "the waiter never polled")
     leaving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await leaving
     assert len(waiter_tasks()) == 1
     polls = server.calls["GetOperation"]
-    await asyncio.sleep(0.03)
-    assert server.calls["GetOperation"] > polls, "still polling for the other awaiter"
+    await until(lambda: server.calls["GetOperation"] > polls, "no poll for the other awaiter")
     server.complete(name, wrappers_pb2.StringValue(value="done"))
     assert (await staying).value == "done"
     assert server.max_in_flight_per_name["GetOperation", name] == 1
@@ -120,7 +122,7 @@ async def test_cancelling_every_awaiter_stops_the_waiter(
     name = server.create()
     op = client.operation(name)
     tasks = [asyncio.create_task(op.result()) for _ in range(100)]
-    await asyncio.sleep(0.03)
+    await until(lambda: server.calls["GetOperation"] >= 1, "the waiter never polled")
     for task in tasks:
         task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -128,7 +130,7 @@ async def test_cancelling_every_awaiter_stops_the_waiter(
     assert waiter_tasks() == []
     await asyncio.sleep(0.02)  # a request sent before the cancellation may still arrive
     polls = server.calls["GetOperation"]
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a period in which nothing is sent
     assert server.calls["GetOperation"] == polls, "no more RPCs once nobody waits"
     assert still_running(server, name)
 
@@ -139,7 +141,7 @@ async def test_cancelled_twice_while_leaving(
     name = server.create()
     server.hold = asyncio.Event()
     task = asyncio.create_task(client.operation(name).result())
-    await asyncio.sleep(0.02)
+    await until(lambda: sum(server.in_flight.values()) == 1, "no call held by the server")
     task.cancel()
     await asyncio.sleep(0)
     task.cancel()
@@ -167,7 +169,7 @@ async def test_a_new_awaiter_after_the_last_left_starts_afresh(
     name = server.create()
     op = client.operation(name, result_type=empty_pb2.Empty)
     task = asyncio.create_task(op.result())
-    await asyncio.sleep(0.02)
+    await until(lambda: server.calls["GetOperation"] >= 1, "the waiter never polled")
     task.cancel()
     again = asyncio.create_task(op.result())  # joins while the old waiter is stopping
     with pytest.raises(asyncio.CancelledError):
@@ -182,7 +184,7 @@ async def test_closing_the_client_ends_every_wait(
     client = AsyncOperationsClient(channel, policy=FAST)
     name = server.create()
     tasks = [asyncio.create_task(client.operation(name).result()) for _ in range(5)]
-    await asyncio.sleep(0.02)
+    await until(lambda: server.calls["GetOperation"] >= 1, "the waiter never polled")
     await client.aclose()
     for task in tasks:
         with pytest.raises(RpcError, match="closed") as caught:
@@ -199,7 +201,7 @@ async def test_closing_the_channel_ends_every_wait(server: OperationsTestServer)
     client = AsyncOperationsClient(channel, policy=FAST)
     name = server.create()
     task = asyncio.create_task(client.operation(name).result())
-    await asyncio.sleep(0.03)
+    await until(lambda: server.calls["GetOperation"] >= 1, "the waiter never polled")
     await channel.close()
     with pytest.raises(grpc.aio.UsageError, match="closed"):
         await asyncio.wait_for(task, 5)
@@ -216,7 +218,7 @@ async def test_cancel_the_waiter_that_probes_while_others_wait_for_its_verdict(
     prober = asyncio.create_task(client.operation(first).result())
     await server.entered.wait()  # the probe is in flight, held by the server
     follower = asyncio.create_task(client.operation(second, result_type=empty_pb2.Empty).result())
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0.02)  # a period in which the follower sends nothing of its own
     assert server.calls["WaitOperation"] == 1, "the follower waits for the verdict"
     prober.cancel()
     with pytest.raises(asyncio.CancelledError):

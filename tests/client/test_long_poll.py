@@ -14,6 +14,7 @@ from google.protobuf import empty_pb2
 from lro_async.client.operations import AsyncOperationsClient
 from lro_async.client.pacing import Pacer
 
+from ..waiting import until
 from .conftest import FAST
 from .polling_server import OperationsTestServer
 
@@ -31,7 +32,13 @@ async def test_the_rpc_deadline_is_a_little_beyond_the_wait(
 ) -> None:
     name = long_poll_server.create()
     task = asyncio.create_task(long_poll_client.operation(name).result())
-    await asyncio.sleep(0.05)
+    await until(
+        lambda: (
+            long_poll_server.calls["WaitOperation"] == 2
+            and long_poll_server.in_flight["WaitOperation"] == 1
+        ),
+        "the long poll never opened after the probe",
+    )
     long_poll_server.complete(name, empty_pb2.Empty())
     await task
     asked = long_poll_server.wait_timeouts[-1]
@@ -61,7 +68,7 @@ async def test_a_server_that_answers_waits_at_once_is_polled_with_backoff(
         client = AsyncOperationsClient(channel, policy=FAST)
         name = immediate_server.create()
         task = asyncio.create_task(client.operation(name).result())
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # the period whose calls are counted
         immediate_server.complete(name, empty_pb2.Empty())
         await task
         # 10 ms pauses for 0.2 s: about 20 calls, not a hot loop of thousands.
@@ -75,8 +82,9 @@ async def test_long_poll_opens_are_paced(long_poll_server: OperationsTestServer)
         names = [long_poll_server.create() for _ in range(120)]
         started = time.monotonic()
         tasks = [asyncio.create_task(client.operation(name).result()) for name in names]
-        while long_poll_server.calls["WaitOperation"] < 120:
-            await asyncio.sleep(0.005)
+        await until(
+            lambda: long_poll_server.calls["WaitOperation"] >= 120, "the 120 opens never came"
+        )
         elapsed = time.monotonic() - started
         assert 0.18 <= elapsed <= 0.5, "100 opens past the burst at 500/s take 0.2 s"
         for name in names:
@@ -88,7 +96,7 @@ async def test_an_abandoned_open_does_not_delay_the_next() -> None:
     pacer = Pacer(max_in_flight=1, opens_per_second=10.0, open_burst=1)
     await pacer.open()
     waiting = [asyncio.create_task(pacer.open()) for _ in range(50)]  # 5 s of opens
-    await asyncio.sleep(0.01)
+    await until(lambda: pacer._opening.locked(), "the opens never queued")  # the head sleeps
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
@@ -129,7 +137,8 @@ async def test_a_server_that_holds_waits_past_their_timeout_blocks_no_other_wait
         ):
             stuck = [server.create() for _ in range(20)]  # never finish
             waits = [asyncio.create_task(client.operation(n).result()) for n in stuck]
-            await asyncio.sleep(0.05)  # one of them is probing now
+            # One of them is probing now, its call held by the server.
+            await until(lambda: server.in_flight["WaitOperation"] >= 1, "no probe held")
             finished = server.create()
             server.complete(finished, empty_pb2.Empty())
             started = time.monotonic()

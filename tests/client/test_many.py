@@ -16,6 +16,7 @@ from lro_async.client.operation import AsyncOperation
 from lro_async.client.operations import AsyncOperationsClient
 from lro_async.errors import OperationFailed, OperationNotFound, OperationTimeout
 
+from ..waiting import until
 from .conftest import FAST, waiter_tasks
 from .polling_server import OperationsTestServer
 
@@ -34,10 +35,9 @@ def make_ops(server: OperationsTestServer, client: AsyncOperationsClient, n: int
 
 
 async def finish_in_order(server: OperationsTestServer, ops: list[Op], pause: float) -> None:
-    while server.calls["GetOperation"] < len(ops):  # every operation is being polled
-        await asyncio.sleep(0.001)
+    await until(lambda: server.calls["GetOperation"] >= len(ops), "not every operation was polled")
     for i, op in enumerate(ops):
-        await asyncio.sleep(pause)
+        await asyncio.sleep(pause)  # completions apart, in order
         server.complete(op.name, wrappers_pb2.Int64Value(value=i))
 
 

@@ -11,6 +11,7 @@ from google.protobuf import empty_pb2
 from lro_async.client.operations import AsyncOperationsClient
 from lro_async.errors import OperationNotFound, RpcError
 
+from ..waiting import until
 from .conftest import FAST
 from .polling_server import OperationsTestServer
 
@@ -106,6 +107,6 @@ async def test_the_client_is_an_async_context_manager(
 ) -> None:
     async with AsyncOperationsClient(channel, policy=FAST) as client:
         task = asyncio.create_task(client.operation(server.create()).result())
-        await asyncio.sleep(0.01)
+        await until(lambda: sum(server.calls.values()) >= 1, "the wait never reached the server")
     with pytest.raises(RpcError, match="closed"):
         await task

@@ -16,11 +16,12 @@ from lro_async.errors import (
     RpcError,
 )
 
+from ..waiting import until
 from .polling_server import OperationsTestServer
 
 
-async def complete_later(server: OperationsTestServer, name: str, delay: float) -> None:
-    await asyncio.sleep(delay)
+async def complete_after_polls(server: OperationsTestServer, name: str, polls: int) -> None:
+    await until(lambda: server.calls["GetOperation"] >= polls, f"fewer than {polls} polls")
     server.complete(name, wrappers_pb2.StringValue(value="ok"))
 
 
@@ -30,7 +31,7 @@ async def test_falls_back_to_polling_and_remembers_it(
     first = server.create()
     op = client.operation(first, result_type=wrappers_pb2.StringValue)
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(complete_later(server, first, 0.05))
+        tg.create_task(complete_after_polls(server, first, 2))
         result = await op
     assert result == wrappers_pb2.StringValue(value="ok")
     assert server.calls["WaitOperation"] == 1
@@ -120,7 +121,7 @@ async def test_one_stream_of_rpcs_for_a_thousand_awaiters(
     others = [client.operation(name, result_type=wrappers_pb2.StringValue) for _ in range(10)]
     awaiters = [asyncio.create_task(one.result()) for _ in range(500)]
     awaiters += [asyncio.create_task(op.result()) for op in others for _ in range(50)]
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # the period whose polls are counted
     polls_while_waiting = server.calls["GetOperation"]
     server.complete(name, wrappers_pb2.StringValue(value="ok"))
     results = await asyncio.gather(*awaiters)

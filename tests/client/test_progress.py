@@ -1,4 +1,9 @@
-"""progress(): ordered, deduplicated metadata; polled only while someone listens."""
+"""progress(): ordered, deduplicated metadata; polled only while someone listens.
+
+The polling and the headers are watched on the gRPC fake; what any server shows (a done
+operation's metadata, the end on failure, a wait that cannot go on) is tested against
+lro_async's server over each transport.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from lro_async.client.operations import AsyncOperationsClient
 from lro_async.errors import OperationFailed, OperationNotFound
 from lro_async.protobuf import WAIT_MODE_HEADER, WAIT_MODE_PROGRESS
 
+from ..waiting import until
 from .polling_server import OperationsTestServer
+from .remote import Remote
 
 
 def pct(value: int) -> wrappers_pb2.Int32Value:
@@ -26,11 +33,18 @@ async def collect(op: AsyncOperation[Any, wrappers_pb2.Int32Value]) -> list[int]
     return [md.value async for md in op.progress()]
 
 
+async def answered_since(server: OperationsTestServer, what: str) -> None:
+    """Return once the client has had an answer to a call made after this moment: calls
+    of one name go one after another, so that is when the second call from now starts."""
+    calls = sum(server.calls.values())
+    await until(lambda: sum(server.calls.values()) >= calls + 2, f"the client never saw {what}")
+
+
 async def drive(server: OperationsTestServer, name: str, steps: list[int]) -> None:
+    await answered_since(server, "the first metadata")
     for step in steps:
-        await asyncio.sleep(0.04)
         server.set_metadata(name, pct(step))
-    await asyncio.sleep(0.04)
+        await answered_since(server, f"the metadata {step}")
     server.complete(name, empty_pb2.Empty())
 
 
@@ -61,14 +75,19 @@ async def test_listeners_ask_for_progress_and_plain_awaiters_do_not(
     name = server.create(pct(0))
     op = client.operation(name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value)
     task = asyncio.create_task(op.result())
-    await asyncio.sleep(0.03)
+    await until(
+        lambda: server.calls["WaitOperation"] == 2 and server.in_flight["WaitOperation"] == 1,
+        "the awaiter's long poll never opened after the probe",
+    )
     for step in range(1, 6):
         server.set_metadata(name, pct(step))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a period in which an awaiter must not reopen its call
     # The probe, then one long poll: an awaiter pays nothing for metadata changes.
     assert server.calls["WaitOperation"] == 2
     listener = asyncio.create_task(collect(op))
-    await asyncio.sleep(0.03)
+    await until(
+        lambda: server.calls["WaitOperation"] >= 3, "the open call was never reopened for it"
+    )
     server.complete(name, empty_pb2.Empty())
     assert await task == empty_pb2.Empty()
     assert await listener == [0, 5], "the metadata last seen, then the change"
@@ -93,31 +112,33 @@ async def test_many_listeners_share_one_stream_of_rpcs(
 
 
 async def test_progress_of_a_done_operation_yields_its_metadata_without_rpc(
-    server: OperationsTestServer, client: AsyncOperationsClient
+    served: Remote,
 ) -> None:
-    name = server.create(pct(100))
-    server.complete(name, empty_pb2.Empty())
-    op = client.operation(name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value)
+    name = (await served.manager.create(metadata=pct(100))).name
+    await served.manager.complete(name, empty_pb2.Empty())
+    op = served.client.operation(
+        name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value
+    )
     await op
-    calls = sum(server.calls.values())
+    calls = sum(served.calls.values())
     assert await collect(op) == [100]
-    assert sum(server.calls.values()) == calls
+    assert sum(served.calls.values()) == calls
 
 
-async def test_progress_ends_when_the_operation_fails(
-    server: OperationsTestServer, client: AsyncOperationsClient
-) -> None:
-    name = server.create(pct(1))
-    op = client.operation(name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value)
+async def test_progress_ends_when_the_operation_fails(served: Remote) -> None:
+    name = (await served.manager.create(metadata=pct(1))).name
+    op = served.client.operation(
+        name, result_type=empty_pb2.Empty, metadata_type=wrappers_pb2.Int32Value
+    )
     async with contextlib.aclosing(op.progress()) as updates:
         async for md in updates:
             assert md.value == 1
-            server.fail(name, grpc.StatusCode.DATA_LOSS, "gone")
+            await served.manager.fail(name, grpc.StatusCode.DATA_LOSS, "gone")
     with pytest.raises(OperationFailed, match="gone"):
         await op
 
 
-async def test_progress_raises_a_permanent_wait_error(client: AsyncOperationsClient) -> None:
-    op = client.operation("operations/missing", metadata_type=wrappers_pb2.Int32Value)
+async def test_progress_raises_a_permanent_wait_error(served: Remote) -> None:
+    op = served.client.operation("operations/missing", metadata_type=wrappers_pb2.Int32Value)
     with pytest.raises(OperationNotFound):
         await collect(op)

@@ -13,6 +13,8 @@ import lro_async
 from lro_async.stores.sqlite import SQLiteStore
 from lro_async.testing import RpcCounter
 
+from ..waiting import until
+
 OUTAGE = 30.0
 """Seconds the server stays away: long enough for gRPC's default reconnect backoff (1 s,
 x1.6, up to 120 s) to space its attempts 10-17 s apart, as after any real outage."""
@@ -61,11 +63,9 @@ async def test_a_waiter_notices_an_answer_within_seconds_of_a_restarted_servers_
             client = lro_async.AsyncOperationsClient(channel)
             waiter = asyncio.ensure_future(client.operation(op.name).result())
             try:
-                async with asyncio.timeout(10):
-                    # Its wait is open: a Watch stream (the default against lro_async) or,
-                    # without the extension, a WaitOperation call.
-                    while not first.counter.counts:
-                        await asyncio.sleep(0.01)
+                # Its wait is open: a Watch stream (the default against lro_async) or,
+                # without the extension, a WaitOperation call.
+                await until(lambda: first.counter.counts, "the wait never reached the server")
                 await first.stop()
                 await asyncio.sleep(OUTAGE)  # the outage itself (pacing, not a wait)
                 assert not waiter.done()

@@ -14,6 +14,7 @@ from lro_async.client.operations import AsyncOperationsClient
 from lro_async.client.transport import Metadata, OperationsTransport
 from lro_async.errors import OperationNotFound, RpcError
 
+from ..waiting import until
 from .conftest import FAST
 
 
@@ -69,7 +70,7 @@ async def test_waiting_works_over_any_transport() -> None:
     task = asyncio.create_task(
         client.operation("operations/1", result_type=empty_pb2.Empty).result()
     )
-    await asyncio.sleep(0.03)
+    await until(lambda: transport.calls["get"] >= 2, "the waiter never polled")
     done = operations_pb2.Operation(name="operations/1", done=True)
     done.response.Pack(empty_pb2.Empty())
     transport.operations["operations/1"] = done

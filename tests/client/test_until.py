@@ -1,4 +1,8 @@
-"""op.until(predicate): the first metadata that satisfies it, over the one shared waiter."""
+"""op.until(predicate): the first metadata that satisfies it, over the one shared waiter.
+
+What happens between two polls is set up on the gRPC fake; the rest runs against
+lro_async's server over each transport.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from lro_async.errors import (
     UnexpectedOperationState,
 )
 
+from ..waiting import until_value
 from .polling_server import OperationsTestServer
+from .remote import Remote
 
 
 def pct(value: int) -> wrappers_pb2.Int32Value:
@@ -33,20 +39,16 @@ def typed(
 
 
 async def wait_for_calls(server: OperationsTestServer, count: int) -> None:
-    async with asyncio.timeout(10):
-        while sum(server.calls.values()) < count:
-            await asyncio.sleep(0.005)
+    await until_value(lambda: sum(server.calls.values()) >= count, f"fewer than {count} calls")
 
 
-async def test_the_current_metadata_is_checked_first_without_an_rpc(
-    server: OperationsTestServer, client: AsyncOperationsClient
-) -> None:
-    name = server.create(pct(70))
-    op = typed(client, name)
+async def test_the_current_metadata_is_checked_first_without_an_rpc(served: Remote) -> None:
+    name = (await served.manager.create(metadata=pct(70))).name
+    op = typed(served.client, name)
     await op.refresh()
-    calls = sum(server.calls.values())
+    calls = sum(served.calls.values())
     assert (await op.until(lambda md: md.value >= 50)).value == 70
-    assert sum(server.calls.values()) == calls
+    assert sum(served.calls.values()) == calls
 
 
 async def test_until_returns_the_first_metadata_that_holds_while_the_operation_runs(
@@ -61,9 +63,7 @@ async def test_until_returns_the_first_metadata_that_holds_while_the_operation_r
         return md.value >= 50
 
     async def seen_last(value: int) -> None:
-        async with asyncio.timeout(10):
-            while seen[-1:] != [value] and not until.done():
-                await asyncio.sleep(0.005)
+        await until_value(lambda: seen[-1:] == [value] or until.done(), f"{value} never seen")
 
     until = asyncio.create_task(op.until(reached, timeout=10))
     await seen_last(0)
@@ -148,12 +148,10 @@ async def test_success_without_the_condition_ever_holding_is_an_unexpected_state
         await until
 
 
-async def test_a_done_operation_without_metadata_never_satisfies_it(
-    server: OperationsTestServer, client: AsyncOperationsClient
-) -> None:
-    name = server.create()
-    server.complete(name, empty_pb2.Empty())
-    op = typed(client, name)
+async def test_a_done_operation_without_metadata_never_satisfies_it(served: Remote) -> None:
+    name = (await served.manager.create()).name
+    await served.manager.complete(name, empty_pb2.Empty())
+    op = typed(served.client, name)
     with pytest.raises(UnexpectedOperationState):
         await op.until(lambda md: True, timeout=10)
 
@@ -168,11 +166,9 @@ async def test_until_times_out_with_operation_timeout_and_leaves_the_waiter(
     assert len(client._waiters) == 0
 
 
-async def test_a_timeout_error_raised_by_the_predicate_is_not_a_timeout(
-    server: OperationsTestServer, client: AsyncOperationsClient
-) -> None:
-    name = server.create(pct(0))
-    op = typed(client, name)
+async def test_a_timeout_error_raised_by_the_predicate_is_not_a_timeout(served: Remote) -> None:
+    name = (await served.manager.create(metadata=pct(0))).name
+    op = typed(served.client, name)
 
     def broken(md: wrappers_pb2.Int32Value) -> bool:
         raise TimeoutError("the predicate's own")
@@ -182,7 +178,7 @@ async def test_a_timeout_error_raised_by_the_predicate_is_not_a_timeout(
     assert not isinstance(caught.value, OperationTimeout)
 
 
-async def test_a_negative_timeout_is_refused(client: AsyncOperationsClient) -> None:
-    op = typed(client, "operations/1")
+async def test_a_negative_timeout_is_refused(served: Remote) -> None:
+    op = typed(served.client, "operations/1")
     with pytest.raises(ValueError, match="timeout must be >= 0"):
         await op.until(lambda md: True, timeout=-1)

@@ -1,9 +1,15 @@
-"""The client's waits over the Watch extension: one stream, reopened when it breaks."""
+"""The client's waits over the Watch extension: one stream, reopened when it breaks.
+
+Most tests run over gRPC and over HTTP/JSON (the ``served`` fixture, a server with the
+extension unless a test says ``watch=False``); those that restart a server on its port or
+register a servicer of their own are gRPC's.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,11 +21,14 @@ import lro_async
 from lro_async import AsyncOperationsClient, OperationManager, OperationTimeout
 from lro_async.backoff import Backoff
 from lro_async.client.policy import WaitPolicy
+from lro_async.server.context import OperationContext
 from lro_async.server.watching import WatchServicer
 from lro_async.stores import SQLiteStore
 from lro_async.testing import serve
 
+from ..waiting import until
 from .counting import CountingInterceptor, StreamCounter
+from .remote import Remote
 
 # Retries quickly, but not in a tight loop while the server is down.
 QUICK = WaitPolicy(retry=Backoff(initial=0.02, multiplier=1.5, maximum=0.2, jitter=False))
@@ -49,14 +58,8 @@ async def _server(
         await manager.aclose()
 
 
-async def _until(condition: object, what: str, within: float = 10.0) -> None:
-    assert callable(condition)
-    try:
-        async with asyncio.timeout(within):
-            while not condition():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        pytest.fail(f"{what} did not happen within {within} s")
+# The one wait that reads the manager's hub keeps its spelling while the hub is refactored.
+_until = until
 
 
 async def test_waits_rejoin_a_restarted_server_and_miss_nothing(tmp_path: Path) -> None:
@@ -72,10 +75,10 @@ async def test_waits_rejoin_a_restarted_server_and_miss_nothing(tmp_path: Path) 
             )
             for op in (early, late)
         ]
-        await _until(lambda: manager.watched == 2, "both waits reaching the server")
+        await until(lambda: manager.watched == 2, "both waits reaching the server")
     # The new server aborts *early* as it starts, before any client is back; *late* goes on.
     async with _server(db, port, resume=late.name) as (manager, _):
-        await _until(lambda: manager.watched == 1, "the waits re-added to the new server")
+        await until(lambda: manager.watched == 1, "the waits re-added to the new server")
         await manager.complete(late.name, wrappers_pb2.Int64Value(value=2))
         async with asyncio.timeout(10):
             results = await asyncio.gather(*waits, return_exceptions=True)
@@ -87,60 +90,111 @@ async def test_waits_rejoin_a_restarted_server_and_miss_nothing(tmp_path: Path) 
         await channel.close()
 
 
-async def test_a_wait_that_times_out_leaves_the_stream() -> None:
-    async with serve() as served:
-        client = AsyncOperationsClient(served.channel)
+async def test_a_wait_that_times_out_leaves_the_stream(served: Remote) -> None:
+    client = served.client
+    op = await served.manager.create()
+    with pytest.raises(OperationTimeout):
+        await client.operation(op.name).result(timeout=0.2)
+    # Nobody waits any more: the server forgets the name and the stream closes.
+    await until(lambda: served.manager.watched == 0, "the name leaving the server")
+    await until(lambda: len(client._waiters) == 0, "the waiter ending")
+    assert not (await served.manager.get(op.name)).done
+
+
+async def test_many_waits_share_one_stream(served: Remote) -> None:
+    manager = served.manager
+    ops = [await manager.create() for _ in range(500)]
+    waits = [
+        asyncio.create_task(
+            served.client.operation(op.name, result_type=wrappers_pb2.Int64Value).result()
+        )
+        for op in ops
+    ]
+    await until(lambda: manager.watched == 500, "500 waits reaching the server")
+    order = list(range(500))
+    random.shuffle(order)
+    for index in order:
+        await manager.complete(ops[index].name, wrappers_pb2.Int64Value(value=index))
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(*waits)
+    assert [r.value for r in results] == list(range(500))
+    assert served.calls == {"Watch": 1}  # no WaitOperation, no GetOperation: one stream
+    if served.app is not None:
+        assert served.app.watches is not None and served.app.watches.opened == 1
+
+
+async def test_a_name_that_joins_later_misses_nothing(served: Remote) -> None:
+    first, second = await served.manager.create(), await served.manager.create()
+    one = asyncio.create_task(served.client.operation(first).result())
+    await until(lambda: served.manager.watched == 1, "the first name was never watched")
+    await served.manager.complete(second.name)  # done before it is awaited: level-triggered
+    two = asyncio.create_task(served.client.operation(second).result())
+    await two
+    await served.manager.complete(first.name)
+    await one
+    # gRPC's stream takes the newcomer as it runs; an SSE stream's names are its request's,
+    # so over HTTP the newcomer reopens the stream (with every name still wanted).
+    assert served.calls == {"Watch": 1 if served.transport == "grpc" else 2}
+    await until(lambda: served.streams == 0, "a stream stayed open with nothing to wait for")
+
+
+@pytest.mark.parametrize("watch", [False])
+async def test_a_server_without_the_extension_is_asked_once_per_client(served: Remote) -> None:
+    for _ in range(3):  # one after another: each would reopen a stream
         op = await served.manager.create()
-        with pytest.raises(OperationTimeout):
-            await client.operation(op.name).result(timeout=0.2)
-        # Nobody waits any more: the server forgets the name and the stream closes.
-        await _until(lambda: served.manager.watched == 0, "the name leaving the server")
-        await _until(lambda: len(client._waiters) == 0, "the waiter ending")
-        assert not (await served.manager.get(op.name)).done
-        await client.aclose()
+        wait = asyncio.create_task(served.client.operation(op.name).result())
+        await until(lambda: served.manager.watched == 1, "the wait reaching the server")
+        await served.manager.complete(op.name)
+        await wait
+    assert served.calls["Watch"] == 1
+    assert served.calls["WaitOperation"] == 1 + 3  # the probe, one long poll each
 
 
-async def test_waits_in_bursts_share_one_stream_per_burst() -> None:
-    async with serve() as served:
-        counter = CountingInterceptor()
-        interceptors = [counter, StreamCounter(counter)]
-        async with grpc.aio.insecure_channel(served.target, interceptors=interceptors) as channel:
-            client = AsyncOperationsClient(channel)
-            manager = served.manager
-            ops = [await manager.create() for _ in range(300)]
-            waits = [asyncio.create_task(client.operation(op.name).result()) for op in ops]
-            await _until(lambda: manager.watched == 300, "300 waits reaching the server")
-            for op in ops:
-                await manager.complete(op.name)
-            async with asyncio.timeout(10):
-                await asyncio.gather(*waits)
-            assert counter.calls == {"Watch": 1}
-            await client.aclose()
+async def test_errors_over_the_stream_raise_as_over_calls(served: Remote) -> None:
+    async def fail(ctx: OperationContext) -> wrappers_pb2.Int64Value:
+        raise lro_async.OperationFailed(9, "not today")
+
+    failing = await served.manager.start(fail)
+    with pytest.raises(lro_async.OperationFailed) as failed:
+        await served.client.operation(failing)
+    assert (failed.value.code.value[0], failed.value.message) == (9, "not today")
+    with pytest.raises(lro_async.OperationNotFound):
+        await served.client.operation("operations/missing")
+    with pytest.raises(lro_async.InvalidArgument):
+        await served.client.operation("not a name").result(timeout=10)
+    assert set(served.calls) == {"Watch"}
 
 
-async def test_a_server_without_the_extension_is_asked_once_per_client() -> None:
-    async with serve(watch=False) as served:
-        counter = CountingInterceptor()
-        interceptors = [counter, StreamCounter(counter)]
-        async with grpc.aio.insecure_channel(served.target, interceptors=interceptors) as channel:
-            client = AsyncOperationsClient(channel)
-            for _ in range(3):  # one after another: each would reopen a stream
-                op = await served.manager.create()
-                wait = asyncio.create_task(client.operation(op.name).result())
-                await _until(lambda: served.manager.watched == 1, "the wait reaching the server")
-                await served.manager.complete(op.name)
-                await wait
-            assert counter.calls["Watch"] == 1
-            assert counter.calls["WaitOperation"] == 1 + 3  # the probe, one long poll each
-            await client.aclose()
+async def test_progress_over_the_stream(served: Remote) -> None:
+    proto = await served.manager.create(metadata=wrappers_pb2.Int32Value(value=0))
+    op = served.client.operation(proto, metadata_type=wrappers_pb2.Int32Value)
+    seen: list[int] = []
+    progressed = asyncio.Event()
+
+    async def follow() -> None:
+        async for metadata in op.progress():
+            seen.append(metadata.value)
+            progressed.set()
+
+    following = asyncio.create_task(follow())
+    for value in (10, 20, 30):
+        async with asyncio.timeout(10):
+            await progressed.wait()
+        progressed.clear()
+        await served.manager.set_metadata(proto.name, wrappers_pb2.Int32Value(value=value))
+    async with asyncio.timeout(10):
+        await progressed.wait()
+    await served.manager.complete(proto.name)
+    await following
+    assert seen[0] == 0 and seen[-1] == 30 and seen == sorted(seen)
+    assert set(served.calls) == {"Watch"}
 
 
-async def test_client_watch_yields_the_snapshot_then_the_changes() -> None:
-    async with serve() as served:
-        manager = served.manager
-        client = AsyncOperationsClient(served.channel)
-        before = await manager.create(parent="projects/p")
-        changes = client.watch("projects/p", metadata_changes=True)
+async def test_client_watch_yields_the_snapshot_then_the_changes(served: Remote) -> None:
+    manager = served.manager
+    before = await manager.create(parent="projects/p")
+    watching = served.client.watch("projects/p", metadata_changes=True)
+    async with contextlib.aclosing(watching) as changes:  # closed even if an assert fails
         seen = [await anext(changes), await anext(changes)]
         assert [(c.kind, c.name) for c in seen] == [("snapshot", before.name), ("synced", "")]
         created = await manager.create(parent="projects/p")
@@ -151,54 +205,70 @@ async def test_client_watch_yields_the_snapshot_then_the_changes() -> None:
         await manager.complete(created.name)
         change = await anext(changes)
         assert change.kind == "done" and change.operation is not None and change.operation.done
-        await manager.delete(before.name)
+        await manager.delete(created.name)  # a done operation
+        change = await anext(changes)
+        assert (change.kind, change.name, change.operation) == ("deleted", created.name, None)
+        await manager.delete(before.name)  # a running one
         change = await anext(changes)
         assert (change.kind, change.name, change.operation) == ("deleted", before.name, None)
         await changes.aclose()
         await _until(lambda: served.manager._hub._subscribed == set(), "the stream closing")
-        await client.aclose()
+        await until(lambda: served.streams == 0, "the collection watch stayed open")
 
 
-async def test_client_watch_of_a_bad_filter_raises_invalid_argument() -> None:
-    async with serve() as served:
-        client = AsyncOperationsClient(served.channel)
-        with pytest.raises(lro_async.InvalidArgument):
-            async for _ in client.watch("projects/p", filter="done = maybe"):
-                pass
-        await client.aclose()
+async def test_client_watch_of_a_bad_filter_raises_invalid_argument(served: Remote) -> None:
+    with pytest.raises(lro_async.InvalidArgument):
+        async for _ in served.client.watch("projects/p", filter="done = maybe"):
+            pass
+    with pytest.raises(lro_async.InvalidArgument):
+        async for _ in served.client.watch("projects/p", filter="done = = true"):
+            pass
 
 
-async def test_client_watch_without_the_extension_raises_unimplemented() -> None:
-    async with serve(watch=False) as served:
-        client = AsyncOperationsClient(served.channel)
-        with pytest.raises(lro_async.RpcError) as refused:
-            async for _ in client.watch("projects/p"):
-                pass
-        assert refused.value.code == grpc.StatusCode.UNIMPLEMENTED
-        await client.aclose()
+@pytest.mark.parametrize("watch", [False])
+@pytest.mark.parametrize(
+    "served",
+    [
+        "grpc",
+        pytest.param(
+            "http",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="without the :watch routes the HTTP server reads "
+                "'{parent}/operations:watch' as an operation name: INVALID_ARGUMENT",
+            ),
+        ),
+    ],
+    indirect=True,
+)
+async def test_client_watch_without_the_extension_raises_unimplemented(served: Remote) -> None:
+    with pytest.raises(lro_async.RpcError) as refused:
+        async for _ in served.client.watch("projects/p"):
+            pass
+    assert refused.value.code == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_cancelling_an_awaiter_leaves_the_stream_and_the_operation_alone() -> None:
-    async with serve() as served:
-        manager = served.manager
-        client = AsyncOperationsClient(served.channel)
-        op = await manager.create()
-        # Two objects of one name, three awaiters: one waiter, one name on the stream.
-        first, second = client.operation(op.name), client.operation(op.name)
-        tasks = [asyncio.create_task(o.result()) for o in (first, first, second)]
-        await _until(lambda: manager.watched == 1, "the wait reaching the server")
-        assert len(client._waiters) == 1
-        tasks[0].cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await tasks[0]
-        assert manager.watched == 1  # the others still wait
-        for task in tasks[1:]:
-            task.cancel()
-        await asyncio.gather(*tasks[1:], return_exceptions=True)
-        await _until(lambda: manager.watched == 0, "the name leaving the server")
-        assert not (await manager.get(op.name)).done  # never cancelled remotely
-        assert len(client._waiters) == 0
-        await client.aclose()
+async def test_cancelling_an_awaiter_leaves_the_stream_and_the_operation_alone(
+    served: Remote,
+) -> None:
+    manager = served.manager
+    client = served.client
+    op = await manager.create()
+    # Two objects of one name, three awaiters: one waiter, one name on the stream.
+    first, second = client.operation(op.name), client.operation(op.name)
+    tasks = [asyncio.create_task(o.result()) for o in (first, first, second)]
+    await until(lambda: manager.watched == 1, "the wait reaching the server")
+    assert len(client._waiters) == 1
+    tasks[0].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[0]
+    assert manager.watched == 1  # the others still wait
+    for task in tasks[1:]:
+        task.cancel()
+    await asyncio.gather(*tasks[1:], return_exceptions=True)
+    await until(lambda: manager.watched == 0, "the name leaving the server")
+    assert not (await manager.get(op.name)).done  # never cancelled remotely
+    assert len(client._waiters) == 0
 
 
 async def test_a_name_past_the_stream_limit_is_waited_on_with_wait_operation() -> None:
@@ -216,7 +286,7 @@ async def test_a_name_past_the_stream_limit_is_waited_on_with_wait_operation() -
             waits = [
                 asyncio.create_task(client.operation(o.name).result()) for o in (first, second)
             ]
-            await _until(lambda: manager.watched == 2, "both waits reaching the server")
+            await until(lambda: manager.watched == 2, "both waits reaching the server")
             await manager.complete(first.name)
             await manager.complete(second.name)
             async with asyncio.timeout(10):
