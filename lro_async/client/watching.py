@@ -123,6 +123,8 @@ class Multiplexer:
             return
         if event.kind == Event.ERROR:
             del self._entries[event.name]
+            if entry.callback is not None:
+                self.forget(event.name)  # as a task's wait does when it ends
             status = event.error
             entry.fail(rpc_error(status_code(status.code), status.message, status.details))
             return
@@ -133,6 +135,7 @@ class Multiplexer:
             del self._entries[event.name]
         if entry.callback is not None:
             if operation.done:  # a followed name wants nothing else
+                self.forget(event.name)  # as a task's wait does when it ends
                 entry.callback(operation)
         elif entry.future is not None and not entry.future.done():
             entry.future.set_result(operation)

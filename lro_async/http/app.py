@@ -277,10 +277,15 @@ class OperationsApp:
         if not path.startswith(self.prefix + "/"):
             return _no_route(method, path)
         path = path[len(self.prefix) + 1 :]
-        if self.watches is not None:
-            collection = self.watches.route(method, path)
-            if collection is not None:
-                return _WatchRoute(collection)
+        collection = SseWatches.route(method, path)
+        if collection is not None:
+            if self.watches is None:
+                return Refused(
+                    "this server does not serve ':watch'; wait with ':wait' or poll instead",
+                    code=grpc.StatusCode.UNIMPLEMENTED,
+                    reason="WATCH_NOT_SERVED",
+                )
+            return _WatchRoute(collection)
         try:
             return self._operations_route(scope, method, path)
         except Exception as exc:  # answered as an error

@@ -226,21 +226,6 @@ async def test_client_watch_of_a_bad_filter_raises_invalid_argument(served: Remo
 
 
 @pytest.mark.parametrize("watch", [False])
-@pytest.mark.parametrize(
-    "served",
-    [
-        "grpc",
-        pytest.param(
-            "http",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="without the :watch routes the HTTP server reads "
-                "'{parent}/operations:watch' as an operation name: INVALID_ARGUMENT",
-            ),
-        ),
-    ],
-    indirect=True,
-)
 async def test_client_watch_without_the_extension_raises_unimplemented(served: Remote) -> None:
     with pytest.raises(lro_async.RpcError) as refused:
         async for _ in served.client.watch("projects/p"):
