@@ -27,7 +27,7 @@ import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import duration_pb2, wrappers_pb2
 
-from lro_async.client.operations import AsyncOperationsClient
+from lro_async import AsyncOperationsClient
 
 from .control import Control
 from .gcpauses import GcPauses

@@ -35,7 +35,7 @@ import grpc
 from google.longrunning import operations_pb2
 from google.protobuf import wrappers_pb2
 
-from lro_async.client.operations import AsyncOperationsClient
+from lro_async import AsyncOperationsClient
 
 from .control import Control
 from .gcpauses import GcPauses

@@ -42,7 +42,7 @@ from google.protobuf import wrappers_pb2
 
 import lro_async
 from lro_async.server.watching import WatchServicer
-from lro_async.stores.sqlite import SQLiteStore
+from lro_async.stores import SQLiteStore
 from lro_async.testing import RpcCounter
 
 from .control import control_handler

@@ -10,7 +10,7 @@ from google.longrunning import operations_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lro_async.errors import InvalidArgument
+from lro_async import InvalidArgument
 from lro_async.filtering import (
     MAX_FILTER_DEPTH,
     MAX_FILTER_LENGTH,
@@ -23,7 +23,7 @@ from lro_async.filtering import (
     parse_filter,
 )
 from lro_async.server.tokens import PageTokens
-from lro_async.stores.base import OperationRecord
+from lro_async.stores import OperationRecord
 
 T0 = 1_767_323_045_000_000  # 2026-01-02T03:04:05Z in microseconds
 SECOND = 1_000_000

@@ -117,6 +117,10 @@ class Multiplexer:
         """Tell the server that *name* is wanted (with *metadata* changes)."""
         raise NotImplementedError
 
+    def forget(self, name: str) -> None:
+        """Stop watching *name*; the last name ends the stream (its call or calls)."""
+        raise NotImplementedError
+
     def _dispatch(self, event: Event) -> None:
         entry = self._entries.get(event.name)
         if entry is None:

@@ -6,9 +6,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from lro_async.backoff import Backoff
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.client.policy import WaitPolicy
+from lro_async import AsyncOperationsClient, Backoff, WaitPolicy
 
 from .polling_server import OperationsTestServer
 from .remote import TRANSPORTS, Remote, serve_over

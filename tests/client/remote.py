@@ -16,12 +16,9 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.client.policy import WaitPolicy
+from lro_async import AsyncOperationsClient, Authorizer, OperationManager, WaitPolicy
 from lro_async.http import OperationsApp, asgi_app, running_http_server
 from lro_async.http.app import Receive, Scope, Send
-from lro_async.server.auth import Authorizer
-from lro_async.server.manager import OperationManager
 from lro_async.server.watching import WatchServicer
 from lro_async.testing import serve
 

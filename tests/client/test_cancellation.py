@@ -10,9 +10,7 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2, wrappers_pb2
 
-from lro_async.backoff import Backoff
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import RpcError
+from lro_async import AsyncOperationsClient, Backoff, RpcError
 
 from ..waiting import until
 from .conftest import FAST, assert_no_waiter_tasks, waiter_tasks

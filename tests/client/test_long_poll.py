@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2
 
-from lro_async.client.operations import AsyncOperationsClient
+from lro_async import AsyncOperationsClient
 from lro_async.client.pacing import Pacer
 
 from ..waiting import until

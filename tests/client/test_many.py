@@ -11,10 +11,14 @@ import grpc
 import pytest
 from google.protobuf import wrappers_pb2
 
+from lro_async import (
+    AsyncOperation,
+    AsyncOperationsClient,
+    OperationFailed,
+    OperationNotFound,
+    OperationTimeout,
+)
 from lro_async.client.many import as_completed, gather
-from lro_async.client.operation import AsyncOperation
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import OperationFailed, OperationNotFound, OperationTimeout
 
 from ..waiting import until
 from .conftest import FAST, waiter_tasks

@@ -14,15 +14,15 @@ import pytest
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, empty_pb2, struct_pb2, wrappers_pb2
 
-from lro_async.client.operation import AsyncOperation
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import (
+from lro_async import (
+    AsyncOperationsClient,
     OperationCancelled,
     OperationFailed,
     OperationNotFound,
     OperationTimeout,
     UnexpectedOperationState,
 )
+from lro_async.client.operation import AsyncOperation
 
 from .conftest import FAST
 from .polling_server import OperationsTestServer

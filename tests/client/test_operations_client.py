@@ -8,8 +8,7 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2
 
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import OperationNotFound, RpcError
+from lro_async import AsyncOperationsClient, OperationNotFound, RpcError
 
 from ..waiting import until
 from .conftest import FAST

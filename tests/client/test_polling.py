@@ -8,8 +8,8 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2, wrappers_pb2
 
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import (
+from lro_async import (
+    AsyncOperationsClient,
     InvalidArgument,
     OperationNotFound,
     PermissionDenied,

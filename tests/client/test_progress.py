@@ -15,9 +15,7 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2, wrappers_pb2
 
-from lro_async.client.operation import AsyncOperation
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import OperationFailed, OperationNotFound
+from lro_async import AsyncOperation, AsyncOperationsClient, OperationFailed, OperationNotFound
 from lro_async.protobuf import WAIT_MODE_HEADER, WAIT_MODE_PROGRESS
 
 from ..waiting import until

@@ -17,18 +17,19 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2, struct_pb2, wrappers_pb2
 
-from lro_async.backoff import Backoff
-from lro_async.client.many import as_completed, gather
-from lro_async.errors import (
+from lro_async import (
+    Backoff,
     InvalidArgument,
     OperationCancelled,
+    OperationContext,
     OperationFailed,
     OperationNotFound,
     OperationTimeout,
     RpcError,
+    as_completed,
+    gather,
 )
 from lro_async.protobuf import WAIT_MODE_HEADER
-from lro_async.server.context import OperationContext
 
 from ..waiting import until
 from .conftest import FAST

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 import lro_async
-from lro_async.stores.sqlite import SQLiteStore
+from lro_async.stores import SQLiteStore
 from lro_async.testing import RpcCounter
 
 from ..waiting import until

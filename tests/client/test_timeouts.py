@@ -8,8 +8,7 @@ import time
 import pytest
 from google.protobuf import empty_pb2
 
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import OperationTimeout
+from lro_async import AsyncOperationsClient, OperationTimeout
 
 from ..waiting import until
 from .polling_server import OperationsTestServer

@@ -10,9 +10,8 @@ import pytest
 from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2
 
-from lro_async.client.operations import AsyncOperationsClient
+from lro_async import AsyncOperationsClient, OperationNotFound, RpcError
 from lro_async.client.transport import Metadata, OperationsTransport
-from lro_async.errors import OperationNotFound, RpcError
 
 from ..waiting import until
 from .conftest import FAST

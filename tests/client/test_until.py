@@ -12,9 +12,9 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2, wrappers_pb2
 
-from lro_async.client.operation import AsyncOperation
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import (
+from lro_async import (
+    AsyncOperation,
+    AsyncOperationsClient,
     OperationCancelled,
     OperationFailed,
     OperationTimeout,

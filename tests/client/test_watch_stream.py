@@ -18,10 +18,14 @@ import pytest
 from google.protobuf import wrappers_pb2
 
 import lro_async
-from lro_async import AsyncOperationsClient, OperationManager, OperationTimeout
-from lro_async.backoff import Backoff
-from lro_async.client.policy import WaitPolicy
-from lro_async.server.context import OperationContext
+from lro_async import (
+    AsyncOperationsClient,
+    Backoff,
+    OperationContext,
+    OperationManager,
+    OperationTimeout,
+    WaitPolicy,
+)
 from lro_async.server.watching import WatchServicer
 from lro_async.stores import SQLiteStore
 from lro_async.testing import serve

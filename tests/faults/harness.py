@@ -48,7 +48,7 @@ from grpc_health.v1 import health_pb2
 
 import lro_async
 from lro_async.demo import demo_pb2
-from lro_async.stores.postgres import PostgresStore
+from lro_async.stores import PostgresStore
 
 from ..interop.test_restart import CLI, demo_stub, list_all, operations_stub, sleep_request
 from ..stores.conftest import admin_connection

@@ -9,12 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from lro_async.backoff import Backoff
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.client.policy import WaitPolicy
+from lro_async import AsyncOperationsClient, Backoff, OperationManager, WaitPolicy
 from lro_async.http import OperationsApp, asgi_app, running_http_server
 from lro_async.http.app import Receive, Scope, Send
-from lro_async.server.manager import OperationManager
 
 #: Polls every 10 ms and retries at once: quick tests with a countable stream of requests.
 FAST = WaitPolicy(

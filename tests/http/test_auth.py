@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from google.protobuf import empty_pb2
 
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import PermissionDenied
+from lro_async import AsyncOperationsClient, PermissionDenied
 from lro_async.server.auth import Access, TenantPolicy
 
 from .conftest import FAST, Served, serve_http

@@ -17,13 +17,7 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2, wrappers_pb2
 
-from lro_async.client.many import gather
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import (
-    OperationNotFound,
-    PermissionDenied,
-    RpcError,
-)
+from lro_async import AsyncOperationsClient, OperationNotFound, PermissionDenied, RpcError, gather
 
 from ..waiting import until
 from .conftest import FAST, Served, serve_http

@@ -24,13 +24,17 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from lro_async import (
+    Access,
+    InvalidArgument,
+    OperationContext,
+    OperationFailed,
+    OperationManager,
+    OperationNotFound,
+)
 from lro_async.cli import _parser
 from lro_async.cli.serve import running_server
 from lro_async.demo import demo_pb2
-from lro_async.errors import InvalidArgument, OperationFailed, OperationNotFound
-from lro_async.server.auth import Access
-from lro_async.server.context import OperationContext
-from lro_async.server.manager import OperationManager
 
 from ..waiting import until, wait_until
 from .conftest import serve_http

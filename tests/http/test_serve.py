@@ -8,9 +8,9 @@ import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
 
+from lro_async import AsyncOperationsClient
 from lro_async.cli import _parser
 from lro_async.cli.serve import running_server
-from lro_async.client.operations import AsyncOperationsClient
 
 from ..waiting import until
 from .conftest import FAST

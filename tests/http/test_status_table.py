@@ -11,10 +11,7 @@ import httpx
 import pytest
 from google.protobuf import empty_pb2, wrappers_pb2
 
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.errors import RpcError
-from lro_async.server.context import OperationContext
-from lro_async.server.manager import OperationManager
+from lro_async import AsyncOperationsClient, OperationContext, OperationManager, RpcError
 from lro_async.wire import HTTP_STATUS, error_body, error_from_body
 
 from ..waiting import until

@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from lro_async.client.many import gather
+from lro_async import gather
 
 from ..waiting import until
 from .conftest import Served

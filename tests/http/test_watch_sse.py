@@ -11,7 +11,7 @@ import httpx
 import pytest
 from google.protobuf import wrappers_pb2
 
-from lro_async.server.auth import TenantPolicy
+from lro_async import TenantPolicy
 
 from ..waiting import until
 from .conftest import Served, serve_http

@@ -12,9 +12,7 @@ from google.longrunning import operations_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
-from lro_async.client.operation import AsyncOperation
-from lro_async.client.operations import AsyncOperationsClient
-from lro_async.server.context import OperationContext
+from lro_async import AsyncOperation, AsyncOperationsClient, OperationContext
 from lro_async.testing import serve
 
 from ..waiting import until

@@ -30,15 +30,10 @@ from google.longrunning import operations_pb2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lro_async.errors import InvalidArgument
-from lro_async.filtering import (
-    MAX_FILTER_DEPTH,
-    MAX_FILTER_LENGTH,
-    Filter,
-    parse_filter,
-)
+from lro_async import InvalidArgument
+from lro_async.filtering import MAX_FILTER_DEPTH, MAX_FILTER_LENGTH, parse_filter
 from lro_async.server.tokens import PageTokens
-from lro_async.stores.base import OperationRecord
+from lro_async.stores import Filter, OperationRecord
 
 FUZZ = settings(
     max_examples=300,

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import lro_async
-from lro_async.errors import InvalidArgument
+from lro_async import InvalidArgument
 from lro_async.filtering import parse_filter
 from lro_async.protobuf import progress_header
 from lro_async.stores import MemoryStore

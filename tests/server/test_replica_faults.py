@@ -18,8 +18,7 @@ from google.longrunning import operations_pb2
 from google.protobuf import wrappers_pb2
 
 import lro_async
-from lro_async.stores import Lease, OperationRecord
-from lro_async.stores.postgres import PostgresStore
+from lro_async.stores import Lease, OperationRecord, PostgresStore
 
 from ..stores.conftest import admin_connection, fresh_schema, require_postgres
 from ..waiting import until, until_value

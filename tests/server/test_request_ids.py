@@ -20,9 +20,13 @@ from google.protobuf import empty_pb2, wrappers_pb2
 import lro_async
 from lro_async.demo import demo_pb2, demo_pb2_grpc
 from lro_async.demo.service import DemoService
-from lro_async.stores import MemoryStore, OperationRecord, OperationStore
-from lro_async.stores.postgres import PostgresStore
-from lro_async.stores.sqlite import SQLiteStore
+from lro_async.stores import (
+    MemoryStore,
+    OperationRecord,
+    OperationStore,
+    PostgresStore,
+    SQLiteStore,
+)
 from lro_async.testing import serve
 
 from ..stores.conftest import fresh_schema, require_postgres

@@ -39,8 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import lro_async
 from lro_async.errors import status_code
-from lro_async.stores import MemoryStore
-from lro_async.stores.base import Written
+from lro_async.stores import MemoryStore, Written
 from lro_async.testing import Served, serve
 
 from ..interop.test_restart import (

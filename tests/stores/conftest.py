@@ -18,9 +18,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from lro_async.stores import MemoryStore, OperationStore
-from lro_async.stores.postgres import PostgresStore
-from lro_async.stores.sqlite import SQLiteStore
+from lro_async.stores import MemoryStore, OperationStore, PostgresStore, SQLiteStore
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 _unavailable: dict[str, str | None] = {}  # DSN -> why it cannot be used (None: it can)

@@ -20,7 +20,7 @@ from lro_async.filtering import And, Compare, Not, Or, parse_filter
 from lro_async.stores import MemoryStore, OperationRecord, OperationStore, PageKey, _sql
 
 if TYPE_CHECKING:
-    from lro_async.filtering import Filter
+    from lro_async.stores import Filter
 
 
 def pack(msg: message.Message) -> any_pb2.Any:

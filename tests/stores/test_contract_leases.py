@@ -13,9 +13,7 @@ from __future__ import annotations
 from google.protobuf import duration_pb2, empty_pb2
 from google.rpc import status_pb2
 
-from lro_async.stores import OperationStore
-from lro_async.stores.base import Lease
-from lro_async.stores.postgres import PostgresStore
+from lro_async.stores import Lease, OperationStore, PostgresStore
 
 from .test_contract import names, pack, record
 

@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 
 import lro_async
-from lro_async.stores import MemoryStore, from_url
-from lro_async.stores.postgres import PostgresStore
-from lro_async.stores.sqlite import SQLiteStore
+from lro_async.stores import MemoryStore, PostgresStore, SQLiteStore, from_url
 
 
 @pytest.fixture

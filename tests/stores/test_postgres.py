@@ -14,8 +14,7 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
 from lro_async import Backoff, StoreError
-from lro_async.stores import OperationRecord, _pg
-from lro_async.stores.base import Lease
+from lro_async.stores import Lease, OperationRecord, _pg
 from lro_async.stores.postgres import PostgresStore
 
 from ..waiting import until

@@ -8,7 +8,7 @@ import pytest
 
 import lro_async
 from lro_async import StoreError
-from lro_async.stores.postgres import PostgresStore
+from lro_async.stores import PostgresStore
 
 
 def _closed_port() -> int:

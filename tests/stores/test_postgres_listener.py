@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from lro_async import Backoff
-from lro_async.stores.postgres import PostgresStore
+from lro_async.stores import PostgresStore
 
 from ..waiting import until
 from .conftest import MakePostgres, admin_connection

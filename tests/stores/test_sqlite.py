@@ -16,8 +16,7 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
 from lro_async import StoreError
-from lro_async.stores import OperationRecord
-from lro_async.stores.base import Lease
+from lro_async.stores import Lease, OperationRecord
 from lro_async.stores.sqlite import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
 VERSIONS = [(version,) for version in range(1, SCHEMA_VERSION + 1)]

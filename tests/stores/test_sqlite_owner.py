@@ -16,8 +16,7 @@ from google.rpc import status_pb2
 
 import lro_async
 from lro_async import StoreError
-from lro_async.stores import OperationRecord
-from lro_async.stores.sqlite import SQLiteStore
+from lro_async.stores import OperationRecord, SQLiteStore
 
 # The child serves from the file: it owns it, starts an operation that runs until it is
 # killed, says so, and waits.

@@ -12,7 +12,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 import lro_async
 import lro_async.sync
 import lro_async.testing
-from lro_async.backoff import Backoff
+from lro_async import Backoff
 from lro_async.http import asgi_app, running_http_server
 
 T = TypeVar("T")
