@@ -241,15 +241,10 @@ class WatchStream(Multiplexer):
         self._call = call = self._stub.Watch(metadata=metadata)
         # A new call: every name still wanted is added again (pending writes of the old
         # call are dropped; they are re-made here).
-        self._writes = []
-        by_mode: dict[bool, list[str]] = {False: [], True: []}
-        for name, entry in self._entries.items():
-            by_mode[entry.metadata].append(name)
-        for mode, names in by_mode.items():
-            if names:
-                self._writes.append(
-                    WatchRequest(add=WatchRequest.Add(names=names, metadata_changes=mode))
-                )
+        self._writes = [
+            WatchRequest(add=WatchRequest.Add(names=[name], metadata_changes=entry.metadata))
+            for name, entry in self._entries.items()
+        ]  # merged by _write into few requests, none too large
         self._reader = asyncio.get_running_loop().create_task(
             self._read(call), name="lro-async Watch reader"
         )
@@ -308,20 +303,32 @@ class WatchStream(Multiplexer):
             traced.end(code)
 
 
+ADD_BYTES = 256 * 1024
+"""Most bytes of names one add request carries: a client adding 100,000 names at once
+sends some twenty requests, each far below a server's 4 MiB message limit (one request of
+them all would exceed it, and the broken call would be retried with them all again)."""
+
+
 def _merged(requests: list[WatchRequest]) -> list[WatchRequest]:
-    """Consecutive adds of one mode become one request: many waits, few messages."""
+    """Consecutive adds of one mode become one request (up to :data:`ADD_BYTES` of names):
+    many waits, few messages."""
     merged: list[WatchRequest] = []
+    size = 0  # bytes of names in the last request, if it is an add
     for request in requests:
         last = merged[-1] if merged else None
-        if (
-            last is not None
-            and request.HasField("add")
-            and last.HasField("add")
-            and last.add.metadata_changes == request.add.metadata_changes
-        ):
-            last.add.names.extend(request.add.names)
-        else:
-            merged.append(request)
+        if request.HasField("add"):
+            added = sum(len(name) for name in request.add.names)
+            if (
+                last is not None
+                and last.HasField("add")
+                and last.add.metadata_changes == request.add.metadata_changes
+                and size + added <= ADD_BYTES
+            ):
+                last.add.names.extend(request.add.names)
+                size += added
+                continue
+            size = added
+        merged.append(request)
     return merged
 
 
