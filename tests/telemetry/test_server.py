@@ -137,6 +137,8 @@ async def test_open_watch_streams_are_counted(otel: Otel) -> None:
         client = lro_async.AsyncOperationsClient(served.channel)
         awaited = asyncio.ensure_future(client.operation(op.name).result())
         await until(lambda: otel.value("lro_async.watches.open") == 1, "a Watch stream is open")
+        # The stream may be open before its add arrives; an end before it is no notice.
+        await until(lambda: served.manager.watched == 1, "the name watched on the stream")
         await served.manager.complete(op.name)
         await awaited
         await client.aclose()
