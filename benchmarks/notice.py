@@ -64,6 +64,18 @@ def _delay(size: int) -> float:
     return 1.0 + size * 1.05 / 1000
 
 
+def client_params(client: str, size: int, spread: float) -> dict[str, Any]:
+    """The notice client's parameters (``limit``: seconds it may run, its give-up time
+    included); ``otel`` and ``scale`` run the same client."""
+    return {
+        "client": client,
+        "count": size,
+        "delay": _delay(size),
+        "spread": spread,
+        "limit": _delay(size) + spread + GIVE_UP,
+    }
+
+
 def run(settings: Settings) -> Report:
     sizes = settings.sizes or ((100, 1000) if settings.quick else (100, 1000, HEADLINE))
     report = Report(
@@ -103,14 +115,8 @@ def run(settings: Settings) -> Report:
                 if client == "api-core" and size > settings.api_core_max:
                     report.notes.append(f"api-core not run at {size} (--api-core-max)")
                     continue
-                limit = _delay(size) + spread + GIVE_UP
-                params: dict[str, Any] = {
-                    "client": client,
-                    "count": size,
-                    "delay": _delay(size),
-                    "spread": spread,
-                    "limit": limit,
-                }
+                params = client_params(client, size, spread)
+                limit = params["limit"]
                 with ServerProcess(SERVER_FOR[client], count_rpcs=True) as server:
                     params["target"] = server.target
                     result = run_client(NAME, params, timeout=limit + 120)

@@ -45,7 +45,7 @@ def run(settings: Settings) -> Report:
 
 
 def _notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) -> None:
-    from .notice import GIVE_UP, _delay
+    from .notice import client_params
 
     table = Table(
         "otel: notice latency (ms, median of rounds) by telemetry mode, and vs off",
@@ -57,14 +57,8 @@ def _notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) ->
         for client, kind in NOTICE_CLIENTS.items():
             measured = Rounds(MODES, rounds)
             for round_, mode in measured:
-                limit = _delay(size) + spread + GIVE_UP
-                params: dict[str, Any] = {
-                    "client": client,
-                    "count": size,
-                    "delay": _delay(size),
-                    "spread": spread,
-                    "limit": limit,
-                }
+                params = client_params(client, size, spread)
+                limit = params["limit"]
                 with telemetry.mode(mode), ServerProcess(kind) as server:
                     params["target"] = server.target
                     result = run_client("notice", params, timeout=limit + 120)

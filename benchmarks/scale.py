@@ -23,7 +23,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from .notice import GIVE_UP, _delay
+from .notice import client_params
 from .processes import ServerProcess, run_client
 from .reports import Report, Target
 from .settings import RESULTS, ROOT, Settings
@@ -115,14 +115,8 @@ def _measure(
         params["target"] = server.target
         waiting = run_client("waiters", params, timeout=300 + size / 100 + idle)
     spread = min(max(1.0, size / rate), MAX_SPREAD)
-    limit = _delay(size) + spread + GIVE_UP
-    notice_params: dict[str, Any] = {
-        "client": notice_client,
-        "count": size,
-        "delay": _delay(size),
-        "spread": spread,
-        "limit": limit,
-    }
+    notice_params = client_params(notice_client, size, spread)
+    limit = notice_params["limit"]
     with ServerProcess(server_kind, count_rpcs=True) as server:
         notice_params["target"] = server.target
         noticed = run_client("notice", notice_params, timeout=limit + 120)
