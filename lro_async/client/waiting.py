@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Coroutine, Iterator
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import AsyncGenerator, Iterator
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from google.longrunning import operations_pb2
@@ -231,16 +231,6 @@ class _Flag:
             if not future.done():
                 future.set_result(None)
 
-    async def wait(self) -> Literal[True]:
-        future = self.future()
-        if future is None:
-            return True
-        try:
-            await future
-            return True
-        finally:
-            self.discard(future)
-
     def future(self) -> asyncio.Future[None] | None:
         """A future of its own for one awaiter, done when the flag is set (None: it is);
         hand it back to :meth:`discard` when done with it."""
@@ -378,10 +368,6 @@ class Waiter:
 
     # -- results ----------------------------------------------------------------------
 
-    def settled(self) -> Coroutine[Any, Any, Literal[True]]:
-        """Await this until the wait has ended (see :meth:`outcome`)."""
-        return self._settled.wait()
-
     def settled_future(self) -> asyncio.Future[None] | None:
         """A future of this awaiter's own, done when the wait has ended (None: it has);
         hand it back to :meth:`discard`. Cancelling it leaves the other awaiters waiting."""
@@ -394,7 +380,7 @@ class Waiter:
         """The done operation, or raise the error that ended the wait."""
         if self._error is not None:
             raise self._error.with_traceback(self._error_tb)
-        assert self._final is not None, "outcome() before settled()"
+        assert self._final is not None, "outcome() before the wait ended"
         return self._final
 
     async def updates(self) -> AsyncGenerator[operations_pb2.Operation, None]:
