@@ -1,6 +1,7 @@
 """What both halves say on the wire: headers, error reasons and the HTTP/JSON format.
 
-- Headers and error reasons: :data:`SERVER_TIMEOUT_HEADER`, the ``ErrorInfo`` domain
+- Headers and error reasons: :data:`SERVER_TIMEOUT_HEADER`, :data:`WATCH_SERVED_HEADER`, the
+  ``ErrorInfo`` domain
   (:data:`ERROR_DOMAIN`) and the reasons a client acts on (:data:`OPERATION_NOT_FOUND`).
 
 - Messages travel in the proto3 JSON mapping (``google.protobuf.json_format``). An ``Any``
@@ -38,6 +39,7 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "OPERATION_NOT_FOUND",
     "SERVER_TIMEOUT_HEADER",
+    "WATCH_SERVED_HEADER",
     "Json",
     "any_from_json",
     "any_to_json",
@@ -64,6 +66,10 @@ OPERATION_NOT_FOUND = "OPERATION_NOT_FOUND"
 """The ``ErrorInfo`` reason of a NOT_FOUND that names a missing operation (not a missing route)."""
 SERVER_TIMEOUT_HEADER = "x-server-timeout"
 """The request header (seconds) by which a caller tells the server how long it may wait."""
+WATCH_SERVED_HEADER = "lro-async-watch"
+"""The initial-metadata key a Watch server sends as soon as it serves a stream: clients
+write their names only after seeing it. (A server without the extension ends the call
+at once, and a write racing that end would turn its UNIMPLEMENTED into grpc's INTERNAL.)"""
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 

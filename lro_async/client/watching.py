@@ -29,6 +29,7 @@ from google.longrunning import operations_pb2
 from ..errors import RpcError, rpc_call, rpc_error, status_code
 from ..v1 import watch_pb2
 from ..v1.watch_pb2_grpc import OperationsWatchStub
+from ..wire import WATCH_SERVED_HEADER
 
 if TYPE_CHECKING:
     from ..telemetry import ClientRpc, Telemetry
@@ -181,6 +182,7 @@ class WatchStream(Multiplexer):
         self._reader: asyncio.Task[None] | None = None
         self._writes: list[WatchRequest] = []
         self._writer: asyncio.Task[None] | None = None
+        self._served: _Call | None = None  # the call whose server said it serves it
 
     def _want(self, name: str, metadata: bool) -> None:
         self._send(WatchRequest(add=WatchRequest.Add(names=[name], metadata_changes=metadata)))
@@ -252,6 +254,10 @@ class WatchStream(Multiplexer):
     async def _write(self) -> None:
         while self._writes and self._call is not None:
             call = self._call
+            if self._served is not call:
+                if not await self._serves(call):
+                    return
+                continue  # the call may have been replaced meanwhile
             batch, self._writes = self._writes, []
             try:
                 for request in _merged(batch):
@@ -259,6 +265,38 @@ class WatchStream(Multiplexer):
             except Exception as exc:  # the reader sees the call's end and tells the waiters
                 logger.debug("writing to the Watch stream failed: %r", exc)
                 return
+
+    async def _serves(self, call: _Call) -> bool:
+        """Wait until the server says it serves this call (its initial metadata).
+
+        Nothing is written before: a server without the extension ends the call at once,
+        and a write in flight at that moment makes grpc end it with INTERNAL instead of
+        UNIMPLEMENTED (which the reader turns into the fallback to WaitOperation).
+        """
+        try:
+            metadata = await call.initial_metadata()
+        except Exception as exc:  # the reader sees the call's end and tells the waiters
+            logger.debug("the Watch stream ended before it was served: %r", exc)
+            return False
+        if any(key == WATCH_SERVED_HEADER for key, _ in metadata):
+            self._served = call
+            self.supported = True
+            return True
+        if not call.done() and self._call is call:
+            # Headers without the marker: whatever answers is no Watch server.
+            self._call = None
+            call.cancel()
+            self._end_trace(grpc.StatusCode.UNIMPLEMENTED)
+            if self.supported is not False:
+                logger.info("the server does not serve the Watch extension; using WaitOperation")
+            self.supported = False
+            self._fail_all(
+                RpcError(
+                    "the server answered the Watch stream without serving it",
+                    code=grpc.StatusCode.UNIMPLEMENTED,
+                )
+            )
+        return False  # else the call ended: its reader tells the waiters
 
     async def _read(self, call: _Call) -> None:
         try:

@@ -38,6 +38,7 @@ from ..protobuf import metadata_fingerprint, pack, seconds_duration
 from ..stores.base import now_us
 from ..telemetry import WATCH
 from ..v1 import watch_pb2
+from ..wire import WATCH_SERVED_HEADER
 from .auth import Authorizer, Caller, caller_of
 from .rules import check_access, error_parts, listed
 from .servicer import _bounded, _Malformed, _parser
@@ -148,6 +149,8 @@ class WatchServicer:
 
         try:
             async with self.admit(caller):
+                # At once, not with the first event: clients write names only after it.
+                await context.send_initial_metadata(((WATCH_SERVED_HEADER, "1"),))
                 await self.serve(caller, read, context.write)
         except Exception as exc:
             await _abort(context, exc)

@@ -69,6 +69,12 @@ class OperationsWatchServicer(object):
         RESOURCE_EXHAUSTED the stream watches as many names as the server allows;
         UNAVAILABLE        the operation store failed: add the name again later.
 
+        The server sends its initial metadata as soon as it serves the stream, before any
+        event, with the key "lro-async-watch"; clients write nothing before they see it (a
+        server without this service ends the call at once, and a write racing that end can
+        turn its UNIMPLEMENTED into INTERNAL). Headers without the key mean the same as
+        UNIMPLEMENTED.
+
         The stream itself ends with:
         OK                 the client half-closed and every name was answered; or the
         server is draining, after a last response with the latest

@@ -56,6 +56,12 @@ class OperationsWatchStub:
       RESOURCE_EXHAUSTED the stream watches as many names as the server allows;
       UNAVAILABLE        the operation store failed: add the name again later.
 
+    The server sends its initial metadata as soon as it serves the stream, before any
+    event, with the key "lro-async-watch"; clients write nothing before they see it (a
+    server without this service ends the call at once, and a write racing that end can
+    turn its UNIMPLEMENTED into INTERNAL). Headers without the key mean the same as
+    UNIMPLEMENTED.
+
     The stream itself ends with:
       OK                 the client half-closed and every name was answered; or the
                          server is draining, after a last response with the latest
@@ -96,6 +102,12 @@ class OperationsWatchAsyncStub:
                          (asked per name, before anything is looked up);
       RESOURCE_EXHAUSTED the stream watches as many names as the server allows;
       UNAVAILABLE        the operation store failed: add the name again later.
+
+    The server sends its initial metadata as soon as it serves the stream, before any
+    event, with the key "lro-async-watch"; clients write nothing before they see it (a
+    server without this service ends the call at once, and a write racing that end can
+    turn its UNIMPLEMENTED into INTERNAL). Headers without the key mean the same as
+    UNIMPLEMENTED.
 
     The stream itself ends with:
       OK                 the client half-closed and every name was answered; or the
@@ -139,6 +151,12 @@ class OperationsWatchServicer(metaclass=abc.ABCMeta):
                              (asked per name, before anything is looked up);
           RESOURCE_EXHAUSTED the stream watches as many names as the server allows;
           UNAVAILABLE        the operation store failed: add the name again later.
+
+        The server sends its initial metadata as soon as it serves the stream, before any
+        event, with the key "lro-async-watch"; clients write nothing before they see it (a
+        server without this service ends the call at once, and a write racing that end can
+        turn its UNIMPLEMENTED into INTERNAL). Headers without the key mean the same as
+        UNIMPLEMENTED.
 
         The stream itself ends with:
           OK                 the client half-closed and every name was answered; or the

@@ -283,3 +283,61 @@ async def test_a_name_past_the_stream_limit_is_waited_on_with_wait_operation() -
             assert counter.calls["Watch"] == 1
             assert counter.calls["WaitOperation"] >= 1  # the one the stream could not take
             await client.aclose()
+
+
+async def test_names_are_written_only_once_the_server_says_it_serves_the_stream() -> None:
+    """A Watch handler whose headers lack the marker gets no request; waits use WaitOperation.
+
+    Before, the client wrote its names at once; against a server without the extension a
+    write in flight when the server refused the call turned UNIMPLEMENTED into INTERNAL,
+    and 100,000 waits opened at once retried a broken stream for ever.
+    """
+    read: list[bytes] = []
+    opened = asyncio.Event()
+
+    async def unmarked(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> None:
+        await context.send_initial_metadata((("some-proxy", "1"),))
+        opened.set()
+        async for request in requests:
+            read.append(request)
+
+    def register(server: grpc.aio.Server) -> None:
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.stream_stream_rpc_method_handler(
+            unmarked
+        )
+        service = grpc.method_handlers_generic_handler(
+            "lro_async.v1.OperationsWatch", {"Watch": handler}
+        )
+        server.add_generic_rpc_handlers((service,))
+
+    manager = OperationManager()
+    async with serve(manager, watch=False, register=register) as served:
+        client = AsyncOperationsClient(served.channel)
+        ops = [await manager.create() for _ in range(3)]
+        waits = [asyncio.create_task(client.operation(o.name).result()) for o in ops]
+        await until(lambda: manager.watched == 3, "the waits reaching WaitOperation")
+        for op in ops:
+            await manager.complete(op.name)
+        async with asyncio.timeout(10):
+            await asyncio.gather(*waits)
+        assert opened.is_set()
+        assert read == []
+        assert client._waiters.watch is not None
+        assert client._waiters.watch.supported is False
+        await client.aclose()
+
+
+async def test_the_watch_server_marks_its_initial_metadata_before_any_event() -> None:
+    async with serve() as served:
+        stub: grpc.aio.StreamStreamMultiCallable[bytes, bytes]
+        stub = served.channel.stream_stream("/lro_async.v1.OperationsWatch/Watch")
+        call = stub()
+        try:
+            async with asyncio.timeout(10):
+                metadata = await call.initial_metadata()
+            assert metadata is not None
+            assert metadata.get("lro-async-watch") == "1"  # the protocol's marker
+        finally:
+            call.cancel()
