@@ -52,6 +52,10 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
     :raises TypeError: a type that is neither a protobuf nor a proto-plus message class.
     """
 
+    # Thousands are awaited at once: slots, one name string, and no proto until a state
+    # is seen (an Operation made only to hold a name costs some 550 bytes).
+    __slots__ = ("_callbacks", "_client", "_metadata_type", "_name", "_operation", "_result_type")
+
     def __init__(
         self,
         operation: operations_pb2.Operation | str,
@@ -60,15 +64,18 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
         result_type: type[ResultT] | None = None,
         metadata_type: type[MetadataT] | None = None,
     ) -> None:
-        if isinstance(operation, str):
-            operation = operations_pb2.Operation(name=operation)
-        if not operation.name:
+        name = operation if isinstance(operation, str) else operation.name
+        if not name:
             raise ValueError("an operation needs a name")
         if result_type is not None:
             check_message_type(result_type, what="result_type")
         if metadata_type is not None:
             check_message_type(metadata_type, what="metadata_type")
-        self._operation = operation
+        self._name = name
+        # The latest state seen; None until one is (an operation resumed by name).
+        self._operation: operations_pb2.Operation | None = (
+            None if isinstance(operation, str) else operation
+        )
         self._client = client
         self._result_type = result_type
         self._metadata_type = metadata_type
@@ -140,17 +147,20 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
     @property
     def name(self) -> str:
         """The operation's name, e.g. ``"projects/p/operations/42"``."""
-        return self._operation.name
+        return self._name
 
     @property
     def operation(self) -> operations_pb2.Operation:
-        """The latest Operation proto seen (do not mutate it)."""
-        return self._operation
+        """The latest Operation proto seen (do not mutate it); only the name before any."""
+        operation = self._operation
+        if operation is None:
+            operation = self._operation = operations_pb2.Operation(name=self._name)
+        return operation
 
     @property
     def done(self) -> bool:
         """Whether the operation is known to be done."""
-        return self._operation.done
+        return self._operation is not None and self._operation.done
 
     @property
     def metadata(self) -> MetadataT | None:
@@ -158,25 +168,31 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
 
         :raises UnexpectedOperationState: if the metadata is of another type.
         """
-        if not self._operation.HasField("metadata"):
+        operation = self._operation
+        if operation is None or not operation.HasField("metadata"):
             return None
-        return self._unpack_metadata(self._operation.metadata)
+        return self._unpack_metadata(operation.metadata)
 
     def cancelled(self) -> bool:
         """Whether the operation is known to have finished with CANCELLED."""
+        operation = self._operation
         return (
-            self._operation.done
-            and self._operation.HasField("error")
-            and self._operation.error.code == _CANCELLED
+            operation is not None
+            and operation.done
+            and operation.HasField("error")
+            and operation.error.code == _CANCELLED
         )
 
     def __repr__(self) -> str:
-        return f"<AsyncOperation {describe(self._operation)}>"
+        return f"<AsyncOperation {describe(self.operation)}>"
 
     # -- waiting ------------------------------------------------------------------------
 
     def __await__(self) -> Generator[Any, None, ResultT]:
-        return self.result().__await__()
+        if self.done:
+            return _ready(self._outcome(self.operation))
+        # One generator frame for the whole wait: thousands of awaits hold no more.
+        return self._client._waiters.waiting(self._name, self, self._outcome)
 
     async def result(self, timeout: float | None = None) -> ResultT:
         """Wait until the operation is done and return its response.
@@ -187,10 +203,8 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
         :raises UnexpectedOperationState: done without a result, or one of another type.
         :raises RpcError: waiting failed for good (e.g. :class:`OperationNotFound`).
         """
-        if timeout is None and not self._operation.done:
-            # The common case awaits the waiter from this frame: thousands of awaits each
-            # hold one frame fewer than through _wait.
-            return self._outcome(await self._client._waiters.wait(self.name, self, None))
+        if timeout is None:
+            return await self
         return self._outcome(await self._wait(timeout))
 
     async def exception(self, timeout: float | None = None) -> Exception | None:
@@ -228,12 +242,12 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
 
         :raises RpcError: e.g. :class:`OperationNotFound`.
         """
-        if self._operation.done:
-            return self._operation
+        if self.done:
+            return self.operation
         operation = await self._client.get_operation(self.name, timeout=timeout)
-        if not self._operation.done:  # a waiter may have seen the end meanwhile
+        if not self.done:  # a waiter may have seen the end meanwhile
             self._operation_changed(operation)
-        return self._operation
+        return self.operation
 
     async def progress(self) -> AsyncGenerator[MetadataT, None]:
         """Yield the metadata now and each time it changes; end when the operation is done.
@@ -293,7 +307,7 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
                 metadata = self._unpack_metadata(operation.metadata)
                 if predicate(metadata):
                     return metadata
-        self._outcome(self._operation)  # raises the error of a failed operation
+        self._outcome(self.operation)  # raises the error of a failed operation
         raise UnexpectedOperationState(
             f"operation {self.name!r} succeeded but its metadata never satisfied the predicate"
         )
@@ -331,7 +345,7 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
 
     async def _changes(self) -> AsyncGenerator[operations_pb2.Operation, None]:
         """Yield the state now if it has metadata, then each state with changed metadata."""
-        current = self._operation
+        current = self.operation
         last: any_pb2.Any | None = None
         if current.HasField("metadata"):
             last = current.metadata
@@ -356,8 +370,8 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
         )
 
     async def _wait(self, timeout: float | None) -> operations_pb2.Operation:
-        if self._operation.done:
-            return self._operation
+        if self.done:
+            return self.operation
         deadline = None
         if timeout is not None:
             if timeout < 0:
@@ -411,3 +425,9 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
 
     def _wait_failed(self, error: Exception) -> None:
         self._fire_callbacks()
+
+
+def _ready(value: R) -> Generator[Any, None, R]:
+    """An awaitable's iterator that has *value* at once."""
+    return value
+    yield  # type: ignore[unreachable]  # makes this a generator function

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Iterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 from google.longrunning import operations_pb2
@@ -54,6 +54,24 @@ if TYPE_CHECKING:
 __all__ = ["Observer", "Ticket", "Waiter", "Waiters"]
 
 logger = logging.getLogger("lro_async")
+
+T = TypeVar("T")
+
+
+def _same(operation: operations_pb2.Operation) -> operations_pb2.Operation:
+    return operation
+
+
+class _Awaiting:
+    """Awaits a generator such as :meth:`Waiters.waiting` from a coroutine."""
+
+    __slots__ = ("_generator",)
+
+    def __init__(self, generator: Generator[Any, None, operations_pb2.Operation]) -> None:
+        self._generator = generator
+
+    def __await__(self) -> Generator[Any, None, operations_pb2.Operation]:
+        return self._generator
 
 
 class Observer(Protocol):
@@ -131,25 +149,39 @@ class Waiters:
     ) -> operations_pb2.Operation:
         """Return *name* once done (or raise the error that ended the wait).
 
-        One coroutine frame and one future per awaiter, nothing nested: thousands wait.
-
         :param deadline: loop time after which to raise ``TimeoutError``; None: never.
+        """
+        if deadline is None:  # no Timeout object for each of thousands of waits
+            return await _Awaiting(self.waiting(name, observer, _same))
+        async with asyncio.timeout_at(deadline):
+            return await _Awaiting(self.waiting(name, observer, _same, deadline))
+
+    def waiting(
+        self,
+        name: str,
+        observer: Observer,
+        finish: Callable[[operations_pb2.Operation], T],
+        deadline: float | None = None,
+    ) -> Generator[Any, None, T]:
+        """Wait until *name* is done and return ``finish(operation)`` (or raise the error
+        that ended the wait): what ``await op`` runs, as one generator frame and one future
+        per awaiter, nothing nested, so that thousands wait cheaply.
+
+        :param deadline: the awaiter's deadline (loop time), for the waiter's long polls;
+            enforcing it is the caller's (see :meth:`wait`).
         """
         waiter, ticket = self.join(name, (observer,), deadline=deadline)
         settled = waiter.settled_future()
         try:
-            if settled is None:
-                pass
-            elif deadline is None:  # no Timeout object for each of thousands of waits
-                await settled
-            else:
-                async with asyncio.timeout_at(deadline):
-                    await settled
+            if settled is not None:
+                yield from settled
         finally:
             if settled is not None:
                 waiter.discard(settled)
-            await waiter.leave(ticket)
-        return waiter.outcome()
+            tasks = waiter.release(ticket)
+            if tasks:
+                yield from asyncio.wait(tasks).__await__()
+        return finish(waiter.outcome())
 
     def forget(self, waiter: Waiter) -> None:
         """Drop *waiter* from the registry (it finished or has nobody left)."""
