@@ -29,6 +29,13 @@ BENCHMARKS: dict[str, Callable[[Settings], Report]] = {
 }
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _parse(argv: list[str] | None) -> tuple[list[str], Settings]:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -65,6 +72,12 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Settings]:
         default=Settings.api_core_max,
         help="notice: the largest size google-api-core's polling is run at",
     )
+    parser.add_argument(
+        "--rounds",
+        type=_positive,
+        metavar="N",
+        help="otel, throughput, wakeup: rounds instead of the defaults (more on a noisy machine)",
+    )
     args = parser.parse_args(argv)
     settings = Settings(
         quick=args.quick,
@@ -72,6 +85,7 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Settings]:
         rate=args.rate,
         idle=args.idle_seconds,
         api_core_max=args.api_core_max,
+        rounds=args.rounds,
     )
     return args.only or list(BENCHMARKS), settings
 

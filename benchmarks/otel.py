@@ -37,7 +37,7 @@ NOTICE_CLIENTS = {"long-poll": "lro", "watch": "lro-watch"}
 
 def run(settings: Settings) -> Report:
     sizes = settings.sizes or ((300,) if settings.quick else (1000,))
-    rounds = 2 if settings.quick else 3
+    rounds = settings.rounds_or(3, quick=2)
     report = Report(NAME, {"sizes": list(sizes), "rounds": rounds, "modes": list(MODES)})
     _notice(report, sizes, rounds, settings.rate)
     _throughput(report, rounds)

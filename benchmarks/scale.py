@@ -8,8 +8,9 @@ operation). Two client processes per path and size, each against a fresh server:
 - the ``waiters`` client (as ``idle``): N waits opened at once, then RSS of both processes
   per awaited operation, and their CPU over ``--idle-seconds`` (capped at 5 s here);
 - the ``notice`` client (as ``notice``, paced): completion-to-notice p50/p99, and the CPU
-  seconds of each process over the run divided by N (CPU per awaited operation). The pace
-  is ``--rate`` completions a second, raised so that one run finishes in 30 s.
+  seconds of each process over the run divided by N (CPU per awaited operation), and the
+  longest full garbage collection of each while the operations finished. The pace is
+  ``--rate`` completions a second, raised so that one run finishes in 30 s.
 
 The table is printed and drawn (``benchmarks/results/scale-<time>.png``, with matplotlib
 from the ``bench`` dependency group; without it only the table is made). 100,000 takes
@@ -51,6 +52,7 @@ def run(settings: Settings) -> Report:
             "client CPU µs/op",
             "server CPU µs/op",
             "idle CPU % c/s",
+            "full GC max ms c/s",
             "lost",
         ],
     )
@@ -71,6 +73,7 @@ def run(settings: Settings) -> Report:
                     row["client_us"],
                     row["server_us"],
                     f"{row['client_idle']:.2f}/{row['server_idle']:.2f}",
+                    f"{row['client_gc2_ms']:.0f}/{row['server_gc2_ms']:.0f}",
                     row["lost"],
                 ]
             )
@@ -97,6 +100,13 @@ def run(settings: Settings) -> Report:
                     3.0,
                     "max",
                     "KB",
+                ),
+                Target(
+                    f"longest full GC while finishing, client, Watch stream ({row['ops']:,})",
+                    row["client_gc2_ms"],
+                    50.0,
+                    "max",
+                    "ms",
                 ),
             ]
     picture = _plot(rows)
@@ -130,6 +140,9 @@ def _measure(
         "server_us": noticed["server_cpu"] / size * 1e6,
         "client_idle": waiting["idle"]["client_cpu"] / seconds * 100,
         "server_idle": waiting["idle"]["server_cpu"] / seconds * 100,
+        # The longest full collection of each process while the paced run finished.
+        "client_gc2_ms": max(noticed["gc"]["client_finishing"]["gen2_ms"], default=0.0),
+        "server_gc2_ms": max(noticed["gc"]["server_finishing"]["gen2_ms"], default=0.0),
         "lost": int(waiting["failed"])
         + size
         - int(waiting["waiting_at_open"])

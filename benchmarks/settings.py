@@ -33,6 +33,8 @@ class Settings:
     :param rate: completions per second of ``notice``'s paced pattern.
     :param idle: seconds ``idle`` measures idle CPU over.
     :param api_core_max: the largest size google-api-core's polling is run at.
+    :param rounds: rounds of the benchmarks that alternate what they compare (otel,
+        throughput, wakeup) instead of their defaults: more for a noisy machine.
     """
 
     quick: bool = False
@@ -40,3 +42,10 @@ class Settings:
     rate: float = 500.0
     idle: float = 10.0
     api_core_max: int = 10_000
+    rounds: int | None = None
+
+    def rounds_or(self, default: int, quick: int = 1) -> int:
+        """The rounds to run: ``--rounds`` if given, else *quick* or *default*."""
+        if self.rounds is not None:
+            return self.rounds
+        return quick if self.quick else default

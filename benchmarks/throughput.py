@@ -39,7 +39,7 @@ HEADLINE = 16
 
 def run(settings: Settings) -> Report:
     concurrency = settings.sizes or (1, 16, 128)
-    rounds, warmup, duration = (1, 0.3, 1.0) if settings.quick else (4, 0.3, 1.0)
+    rounds, warmup, duration = settings.rounds_or(4), 0.3, 1.0
     report = Report(
         NAME,
         {

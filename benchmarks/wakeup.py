@@ -47,7 +47,7 @@ ROUNDS = 3
 
 def run(settings: Settings) -> Report:
     sizes = settings.sizes or ((2000,) if settings.quick else (HEADLINE,))
-    rounds = 1 if settings.quick else ROUNDS
+    rounds = settings.rounds_or(ROUNDS)
     report = Report(NAME, {"sizes": list(sizes), "rounds": rounds, "runs": [list(r) for r in RUNS]})
     table = Table(
         "wakeup: every operation finishes at once: seconds from the server's first finish "
