@@ -50,6 +50,7 @@ from .client.operation import AsyncOperation
 from .client.operations import ApiCoreOperation, AsyncOperationsClient
 from .client.policy import WaitPolicy
 from .client.transport import Metadata
+from .client.watching import Change
 from .errors import RpcError
 
 __all__ = ["Operation", "OperationsClient", "as_completed"]
@@ -352,6 +353,28 @@ class OperationsClient:
         return self.iterate(
             self._client.list_operations(
                 parent, filter=filter, page_size=page_size, timeout=timeout
+            )
+        )
+
+    def watch(
+        self,
+        parent: str,
+        *,
+        filter: str = "",
+        page_size: int = 0,
+        metadata_changes: bool = False,
+        metadata: Metadata = (),
+    ) -> Iterator[Change]:
+        """Watch a collection: its operations, then every change, as a plain iterator; see
+        :meth:`AsyncOperationsClient.watch`. Close it (``contextlib.closing``) to stop at a
+        ``break`` at once rather than at garbage collection."""
+        return self.iterate(
+            self._client.watch(
+                parent,
+                filter=filter,
+                page_size=page_size,
+                metadata_changes=metadata_changes,
+                metadata=metadata,
             )
         )
 

@@ -343,3 +343,19 @@ def test_a_client_made_and_closed_many_times_leaves_no_thread(server: Server) ->
     left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not left, left
     assert FAST.poll.initial == 0.01
+
+
+def test_watch_is_a_plain_iterator_of_a_collections_changes(
+    server: Server, client: lro_async.sync.OperationsClient
+) -> None:
+    before = server.call(server.manager.create, parent="projects/w")
+    with contextlib.closing(client.watch("projects/w")) as changes:
+        snapshot = next(changes)
+        assert (snapshot.kind, snapshot.name) == ("snapshot", before.name)
+        assert next(changes).kind == "synced"
+        created = server.call(server.manager.create, parent="projects/w")
+        change = next(changes)
+        assert (change.kind, change.name) == ("created", created.name)
+        server.call(server.manager.complete, before.name)
+        change = next(changes)
+        assert (change.kind, change.name) == ("done", before.name)
