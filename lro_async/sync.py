@@ -364,7 +364,7 @@ class OperationsClient:
         page_size: int = 0,
         metadata_changes: bool = False,
         metadata: Metadata = (),
-    ) -> Iterator[Change]:
+    ) -> Generator[Change, None, None]:
         """Watch a collection: its operations, then every change, as a plain iterator; see
         :meth:`AsyncOperationsClient.watch`. Close it (``contextlib.closing``) to stop at a
         ``break`` at once rather than at garbage collection."""
