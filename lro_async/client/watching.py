@@ -282,6 +282,12 @@ class WatchStream(Multiplexer):
             self._served = call
             self.supported = True
             return True
+        if not metadata:
+            # A call refused at once (no extension, a stream limit, a drain) ends with no
+            # headers: its status, which the reader hands on, says which.
+            with contextlib.suppress(Exception):
+                await call.code()
+            return False
         if not call.done() and self._call is call:
             # Headers without the marker: whatever answers is no Watch server.
             self._call = None

@@ -341,3 +341,37 @@ async def test_the_watch_server_marks_its_initial_metadata_before_any_event() ->
             assert metadata.get("lro-async-watch") == "1"  # the protocol's marker
         finally:
             call.cancel()
+
+
+async def test_a_stream_refused_by_the_per_caller_limit_is_retried_not_taken_for_no_extension() -> (
+    None
+):
+    manager = OperationManager()
+
+    def register(server: grpc.aio.Server) -> None:
+        WatchServicer(manager, max_streams=1).add_to_server(server)
+
+    async with serve(manager, watch=False, register=register) as served:
+        first, second = await manager.create(), await manager.create()
+        counter = CountingInterceptor()
+        interceptors = [counter, StreamCounter(counter)]
+        # Two clients on one channel: one caller for the server, one stream each.
+        async with grpc.aio.insecure_channel(served.target, interceptors=interceptors) as channel:
+            holder = AsyncOperationsClient(channel)
+            held = asyncio.create_task(holder.operation(first.name).result())
+            await until(lambda: manager.watched == 1, "the first client's stream holding the slot")
+            client = AsyncOperationsClient(channel, policy=QUICK)
+            waiting = asyncio.create_task(client.operation(second.name).result())
+            await until(lambda: counter.calls["Watch"] >= 3, "the refused stream being retried")
+            stream = client._waiters.watch
+            assert stream is not None and stream.supported is not False
+            await manager.complete(first.name)  # the holder's stream ends: the slot is free
+            await held
+            await until(lambda: manager.watched == 1, "the retried stream watching its name")
+            await manager.complete(second.name)
+            async with asyncio.timeout(10):
+                await waiting
+            assert stream.supported is True
+            assert counter.calls["WaitOperation"] == 0
+            await client.aclose()
+            await holder.aclose()
