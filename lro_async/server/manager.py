@@ -361,7 +361,9 @@ class OperationManager:
         check_name(name)
         packed = self._writes.response(response)
         await self.open()
-        return self._written(name, await self._writes.finish(name, response=packed))
+        written = await self._writes.finish(name, response=packed)
+        await self._writes.pace()
+        return self._written(name, written)
 
     async def fail(
         self,
@@ -384,7 +386,9 @@ class OperationManager:
             raise InvalidArgument(f"cannot fail an operation with code {code!r}: {exc}") from exc
         self._writes.error(error)
         await self.open()
-        return self._written(name, await self._writes.finish(name, error=error))
+        written = await self._writes.finish(name, error=error)
+        await self._writes.pace()
+        return self._written(name, written)
 
     async def cancel(self, name: str) -> bool:
         """Cancel an operation: record CANCELLED, then cancel its task if it runs here.
@@ -399,6 +403,7 @@ class OperationManager:
         task = self._tasks.task(name)
         if task is not None and written is not None and written.applied:
             task.cancel()
+        await self._writes.pace()
         return self._written(name, written)
 
     async def delete(self, name: str) -> None:

@@ -379,3 +379,29 @@ async def test_deleting_running_work_lets_it_go_on_and_quietly_drops_its_writes(
     assert told == [(False, True, False)]
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert any("ended after it was deleted" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("end", ["complete", "fail", "cancel"])
+async def test_ends_written_back_to_back_let_the_event_loop_turn(end: str) -> None:
+    """On a store that never suspends, a loop finishing thousands by hand would answer none
+    of their waiters until it ends: the manager yields once every 64 such ends."""
+    manager = lro_async.OperationManager()
+    ops = [await manager.create() for _ in range(200)]
+    turns: list[int] = []
+    finished = 0
+
+    def turned() -> None:
+        turns.append(finished)
+
+    asyncio.get_running_loop().call_soon(turned)
+    for op in ops:
+        if end == "complete":
+            await manager.complete(op.name)
+        elif end == "fail":
+            await manager.fail(op.name, grpc.StatusCode.ABORTED, "no")
+        else:
+            await manager.cancel(op.name)
+        finished += 1
+    assert turns, "the loop never turned while 200 ends were written"
+    assert turns[0] <= 64
+    await manager.aclose()
