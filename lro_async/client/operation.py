@@ -53,8 +53,17 @@ class AsyncOperation(Generic[ResultT, MetadataT]):
     """
 
     # Thousands are awaited at once: slots, one name string, and no proto until a state
-    # is seen (an Operation made only to hold a name costs some 550 bytes).
-    __slots__ = ("_callbacks", "_client", "_metadata_type", "_name", "_operation", "_result_type")
+    # is seen (an Operation made only to hold a name costs some 550 bytes). Weak
+    # references still work (a cache of operations by name, say).
+    __slots__ = (
+        "__weakref__",
+        "_callbacks",
+        "_client",
+        "_metadata_type",
+        "_name",
+        "_operation",
+        "_result_type",
+    )
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 
 import grpc
 import pytest
@@ -220,3 +221,10 @@ async def test_client_and_operations_are_built_outside_any_event_loop(served: Re
 async def test_an_operation_needs_a_name(served: Remote) -> None:
     with pytest.raises(ValueError, match="name"):
         served.client.operation("")
+
+
+async def test_an_operation_has_no_dict_but_takes_weak_references(served: Remote) -> None:
+    op = served.client.operation("operations/x")  # thousands are held at once: slots
+    assert weakref.ref(op)() is op
+    with pytest.raises(AttributeError):
+        op.note = "mine"  # type: ignore[attr-defined]
