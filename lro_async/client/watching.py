@@ -72,7 +72,8 @@ class Multiplexer:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
         self.supported: bool | None = None
-        """None until the server answered the stream, False once it said UNIMPLEMENTED."""
+        """None until a server showed it serves the stream (again after a call broke),
+        False once it said UNIMPLEMENTED."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -254,7 +255,9 @@ class WatchStream(Multiplexer):
     async def _write(self) -> None:
         while self._writes and self._call is not None:
             call = self._call
-            if self._served is not call:
+            if self._served is not call and self.supported is not True:
+                # A new client's first call, or the first after a break (the server may
+                # be another one now): write once it says it serves the stream.
                 if not await self._serves(call):
                     return
                 continue  # the call may have been replaced meanwhile
@@ -324,6 +327,8 @@ class WatchStream(Multiplexer):
                 exc = _broken(f"the Watch stream broke: {exc}")
             if self._call is call:
                 self._call = None
+                if self.supported:  # whoever answers the next call shows it serves it first
+                    self.supported = None
                 self._fail_all(exc)
             # Else the call was dropped (its last name forgotten) or replaced: the names
             # wanted now were added to the next call, whose end is not this one's.

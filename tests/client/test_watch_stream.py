@@ -12,6 +12,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -375,3 +376,34 @@ async def test_a_stream_refused_by_the_per_caller_limit_is_retried_not_taken_for
             assert counter.calls["WaitOperation"] == 0
             await client.aclose()
             await holder.aclose()
+
+
+async def test_only_a_clients_first_call_waits_for_the_marker_while_the_server_serves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Awaits one after another open a call each (the last name ends it): once the server
+    has shown it serves the stream, a new call is written at once, one round trip each."""
+    from lro_async.client.watching import WatchStream
+
+    waited: list[object] = []
+    serves = WatchStream._serves
+
+    async def counted(self: WatchStream, call: Any) -> bool:
+        waited.append(call)
+        return await serves(self, call)
+
+    monkeypatch.setattr(WatchStream, "_serves", counted)
+    manager = OperationManager()
+    async with serve(manager) as served:
+        counter = CountingInterceptor()
+        interceptors = [counter, StreamCounter(counter)]
+        async with grpc.aio.insecure_channel(served.target, interceptors=interceptors) as channel:
+            client = AsyncOperationsClient(channel)
+            for _ in range(3):
+                op = await manager.create()
+                await manager.complete(op.name)
+                async with asyncio.timeout(10):
+                    await client.operation(op.name)
+            assert counter.calls["Watch"] == 3  # a call per await, one after another
+            assert len(waited) == 1
+            await client.aclose()
