@@ -183,7 +183,6 @@ class WatchStream(Multiplexer):
         self._reader: asyncio.Task[None] | None = None
         self._writes: list[WatchRequest] = []
         self._writer: asyncio.Task[None] | None = None
-        self._served: _Call | None = None  # the call whose server said it serves it
 
     def _want(self, name: str, metadata: bool) -> None:
         self._send(WatchRequest(add=WatchRequest.Add(names=[name], metadata_changes=metadata)))
@@ -255,7 +254,7 @@ class WatchStream(Multiplexer):
     async def _write(self) -> None:
         while self._writes and self._call is not None:
             call = self._call
-            if self._served is not call and self.supported is not True:
+            if self.supported is not True:
                 # A new client's first call, or the first after a break (the server may
                 # be another one now): write once it says it serves the stream.
                 if not await self._serves(call):
@@ -282,7 +281,6 @@ class WatchStream(Multiplexer):
             logger.debug("the Watch stream ended before it was served: %r", exc)
             return False
         if any(key == WATCH_SERVED_HEADER for key, _ in metadata):
-            self._served = call
             self.supported = True
             return True
         if not metadata:
@@ -296,9 +294,7 @@ class WatchStream(Multiplexer):
             self._call = None
             call.cancel()
             self._end_trace(grpc.StatusCode.UNIMPLEMENTED)
-            if self.supported is not False:
-                logger.info("the server does not serve the Watch extension; using WaitOperation")
-            self.supported = False
+            self._no_extension()
             self._fail_all(
                 RpcError(
                     "the server answered the Watch stream without serving it",
@@ -320,9 +316,7 @@ class WatchStream(Multiplexer):
             if self._call is call:
                 self._end_trace(exc.code)
             if exc.code is grpc.StatusCode.UNIMPLEMENTED:
-                if self.supported is not False:
-                    logger.info("the server has no Watch extension; using WaitOperation")
-                self.supported = False
+                self._no_extension()
             elif exc.code is not grpc.StatusCode.UNAVAILABLE:
                 exc = _broken(f"the Watch stream broke: {exc}")
             if self._call is call:
@@ -336,6 +330,11 @@ class WatchStream(Multiplexer):
             # keeps feeding it requests (grpc.aio leaves it waiting otherwise).
             with contextlib.suppress(Exception):
                 await call.done_writing()
+
+    def _no_extension(self) -> None:
+        if self.supported is not False:
+            logger.info("the server has no Watch extension; using WaitOperation")
+        self.supported = False
 
     def _dispatch(self, event: Event) -> None:
         traced = self._traced

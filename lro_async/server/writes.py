@@ -170,15 +170,13 @@ BURST = 64
 class _Burst:
     """Counts writes made between two turns of the event loop."""
 
-    __slots__ = ("_armed", "_count")
+    __slots__ = ("_count",)
 
     def __init__(self) -> None:
         self._count = 0
-        self._armed = False
 
     def count(self) -> None:
-        if not self._armed:
-            self._armed = True
+        if not self._count:  # the first since the loop turned: reset at the next turn
             asyncio.get_running_loop().call_soon(self._turned)
         self._count += 1
 
@@ -188,7 +186,6 @@ class _Burst:
 
     def _turned(self) -> None:
         self._count = 0
-        self._armed = False
 
 
 def _check_size(size: int, limit: int, what: str) -> None:
