@@ -25,19 +25,25 @@ Spans (names, attributes; README "Traces and metrics" lists them with the metric
 - server ``{rpc.method}`` (SERVER) per RPC (one per Watch stream), continuing the caller's
   trace; ``lro_async.operation`` (INTERNAL) per operation started by ``manager.start``,
   from start to its final write, linked to the span current at start (the RPC).
+
+Histogram values are measured when things happen and recorded once the event loop turn
+that measured them is over (:meth:`Telemetry._record`), so the SDK's cost per record falls
+after the answers that turn sent, not before them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.metrics import Histogram, MeterProvider, Observation
     from opentelemetry.trace import Span, TracerProvider
 
 __all__ = [
@@ -62,6 +68,10 @@ WATCH = "lro_async.v1.OperationsWatch"
 
 # Bits of WaitTrace.how.
 LONG_POLL, WATCHED, POLLED = 1, 2, 4
+
+_LOOK_AGAIN = 1.0
+"""Seconds between two looks for OpenTelemetry's global tracer (or meter) provider while
+none is set."""
 
 _CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
 
@@ -178,8 +188,10 @@ class ServerRpc:
 
     def end(self, code: grpc.StatusCode) -> None:
         telemetry = self.telemetry
-        telemetry._rpc_duration.record(
-            time.perf_counter() - self.started, telemetry._rpc_attributes(self.method, code)
+        telemetry._record(
+            telemetry._rpc_duration,
+            time.perf_counter() - self.started,
+            telemetry._rpc_attributes(self.method, code),
         )
         self._end_span(code.name, error=code in _SERVER_ERRORS)
 
@@ -216,7 +228,8 @@ class ServerRequest(ServerRpc):
     def end_http(self, status: int | None) -> None:
         """End it with the response's status (None: the client left before an answer)."""
         telemetry = self.telemetry
-        telemetry._http_duration.record(
+        telemetry._record(
+            telemetry._http_duration,
             time.perf_counter() - self.started,
             telemetry._http_attributes(self.verb, self.method, status),
         )
@@ -238,6 +251,65 @@ _SERVER_ERRORS = frozenset(
 
 
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+class _Provided:
+    """Whether a provider (tracer or meter) was given or OpenTelemetry's global one is set.
+
+    The global one is looked up at most once a :data:`_LOOK_AGAIN` while unset (the
+    lookup reads the environment each time); once set, it stays set (OpenTelemetry sets
+    it once, for good). One set after lro_async started counts within a second.
+    """
+
+    __slots__ = ("_given", "_is_set", "_look_again")
+
+    def __init__(self, given: bool, is_set: Callable[[], bool]) -> None:
+        self._given = given
+        self._is_set = is_set
+        self._look_again = 0.0  # time.monotonic() when the global is looked up again
+
+    def __call__(self) -> bool:
+        if self._given:
+            return True
+        now = time.monotonic()
+        if now < self._look_again:
+            return False
+        if self._is_set():
+            self._given = True
+            return True
+        self._look_again = now + _LOOK_AGAIN
+        return False
+
+
+def _of_the_api(provider: object) -> bool:
+    """Whether *provider* is one of the API's own (its proxy or its no-op), not an SDK's."""
+    return type(provider).__module__.startswith("opentelemetry.metrics")
+
+
+class _Batches(threading.local):
+    """This thread's deferred histogram records (see :meth:`Telemetry._record`)."""
+
+    batch: _Batch | None = None
+
+
+class _Batch:
+    """The histogram records of one event loop turn, made by :meth:`flush`."""
+
+    __slots__ = ("batches", "loop", "records")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, batches: _Batches) -> None:
+        self.loop = loop
+        self.batches = batches
+        self.records: list[tuple[Histogram, float, Mapping[str, str | int] | None]] = []
+
+    def flush(self) -> None:
+        # Always on the thread that made it: the loop's own, or a collection on it.
+        batches = self.batches
+        if batches.batch is self:
+            batches.batch = None
+        records, self.records = self.records, []
+        for histogram, value, attributes in records:
+            histogram.record(value, attributes)
 
 
 class _Carrier:
@@ -280,8 +352,17 @@ class Telemetry:
         self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
         # Until a tracer provider is set up, spans are skipped altogether (not even the
         # API's no-op ones): metrics alone cost only their instruments.
-        self._traced = tracer_provider is not None
-        self._no_providers = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        no_tracers = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        self._traced = _Provided(
+            tracer_provider is not None,
+            lambda: not isinstance(trace.get_tracer_provider(), no_tracers),
+        )
+        # Until a meter provider is set up, the instruments are the API's no-op proxies,
+        # whose records cost nothing worth deferring (_record).
+        self._metered = _Provided(
+            meter_provider is not None and not _of_the_api(meter_provider),
+            lambda: not _of_the_api(metrics.get_meter_provider()),
+        )
         meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
         self.meter = meter
         # Counts and levels are plain ints, read by observable instruments when a reader
@@ -294,10 +375,14 @@ class Telemetry:
         self._n_waits = 0
         self._n_watches = 0
         self._n_store_errors: dict[str, int] = {}
-        observation = metrics.Observation
+        observation = self._observation = metrics.Observation
+        # Histogram records are made after the loop turn that measured them (_record);
+        # a collection on this thread takes the ones still waiting first. This callback
+        # runs before the reader reads the histograms: the first instrument made.
+        self._batches = _Batches()
         meter.create_observable_counter(
             "lro_async.operations.started",
-            [lambda _: (observation(self._n_started),)],
+            [self._started_observed],
             "{operation}",
             "Operations created or started",
         )
@@ -410,17 +495,51 @@ class Telemetry:
             attributes = self._requests[key] = made
         return attributes
 
+    def _record(
+        self, histogram: Histogram, value: float, attributes: Mapping[str, str | int] | None
+    ) -> None:
+        """Record *value* once the event loop turn that measured it is over.
+
+        The SDK's ``record()`` costs several microseconds (a measurement object, its
+        attributes cleaned and hashed): made at once, it would hold up what the turn does
+        next, such as answering the waiters an end just woke. Deferred, the records of a
+        turn are made together by one timer callback queued behind the callbacks that
+        turn scheduled. Outside an event loop, or with no meter provider set up: at once.
+        """
+        if not self._metered():
+            histogram.record(value, attributes)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            histogram.record(value, attributes)
+            return
+        batches = self._batches
+        batch = batches.batch
+        if batch is None or batch.loop is not loop:
+            if batch is not None:  # of a loop that stopped before its timer ran
+                batch.flush()
+            batch = batches.batch = _Batch(loop, batches)
+            loop.call_later(0, batch.flush)
+        batch.records.append((histogram, value, attributes))
+
+    def flush(self) -> None:
+        """Make the histogram records still deferred on this thread (a reader collecting
+        on this thread does so first)."""
+        batch = self._batches.batch
+        if batch is not None:
+            batch.flush()
+
+    def _started_observed(self, _: object) -> tuple[Observation, ...]:
+        self.flush()
+        return (self._observation(self._n_started),)
+
     def _detach(self, token: object) -> None:
         self._context.detach(token)  # type: ignore[arg-type]
 
     def tracing(self) -> bool:
         """Whether spans are made: a tracer provider was given or has been set globally."""
-        if self._traced:
-            return True
-        if isinstance(self._trace.get_tracer_provider(), self._no_providers):
-            return False
-        self._traced = True  # the global provider is set once, for good
-        return True
+        return self._traced()
 
     def attach(self, span: Span) -> object:
         """Make *span* current in this task; hand the token to :meth:`detach`."""
@@ -567,7 +686,7 @@ class Telemetry:
         attributes = self._code(name)
         self._n_finished[name] = self._n_finished.get(name, 0) + 1
         if duration is not None:
-            self._duration.record(duration, attributes)
+            self._record(self._duration, duration, attributes)
         if span is not None:
             if span.is_recording():
                 span.set_attribute("lro_async.operation.code", name)
@@ -592,9 +711,9 @@ class Telemetry:
 
     def noticed(self, delay: float) -> None:
         """A waiter was answered *delay* seconds after its operation finished."""
-        self._notice.record(max(delay, 0.0))
+        self._record(self._notice, max(delay, 0.0), None)
 
     def store_call(self, method: str, seconds: float, failed: bool) -> None:
-        self._store_duration.record(seconds, self._method(method))
+        self._record(self._store_duration, seconds, self._method(method))
         if failed:
             self._n_store_errors[method] = self._n_store_errors.get(method, 0) + 1

@@ -1,0 +1,76 @@
+"""OpenTelemetry's global providers, set after lro_async started, are used within a second.
+
+A process sets its global providers once, for good, so each case runs in a process of
+its own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip(
+    "opentelemetry.sdk", reason="needs the otel extra: pip install 'lro-async[otel]'"
+)
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, time
+
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import lro_async
+    from lro_async import telemetry
+
+    def count(reader, name):
+        data = reader.get_metrics_data()
+        return sum(
+            point.count
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+        ) if data else 0
+
+    async def main():
+        assert telemetry.current() is not None
+        async with lro_async.OperationManager() as manager:
+            before = await manager.create()
+            await manager.complete(before.name)  # no provider yet: nothing to see
+            reader = InMemoryMetricReader()
+            metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+            spans = InMemorySpanExporter()
+            tracer_provider = TracerProvider()
+            tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+            trace.set_tracer_provider(tracer_provider)
+            give_up = time.monotonic() + 5
+            while time.monotonic() < give_up:
+                op = await manager.start(lambda ctx: asyncio.sleep(0))
+                await manager.wait(op.name)
+                if count(reader, "lro_async.operation.duration") and spans.get_finished_spans():
+                    print("seen after", round(time.monotonic() - give_up + 5, 2), "s")
+                    return
+                await asyncio.sleep(0.01)
+            raise SystemExit("the global providers were never used")
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_global_providers_set_later_are_used_within_a_second() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    seconds = float(done.stdout.split()[2])
+    assert seconds < 3, done.stdout
