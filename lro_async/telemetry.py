@@ -193,7 +193,8 @@ class ServerRpc:
             time.perf_counter() - self.started,
             telemetry._rpc_attributes(self.method, code),
         )
-        self._end_span(code.name, error=code in _SERVER_ERRORS)
+        if self.span is not None:
+            self._end_span(code.name, error=code in _SERVER_ERRORS)
 
     def _end_span(self, status: str | int, *, error: bool) -> None:
         span = self.span

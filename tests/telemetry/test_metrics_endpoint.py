@@ -169,8 +169,18 @@ async def test_a_scrape_while_operations_run_shows_each_figure_move(serving: Ser
         finally:
             await client.aclose()
 
-    after = await _until(
+    await _until(
         url, "lro_async_operations_running", 0, "the cancelled operations still count as running"
+    )
+    # Histograms are recorded after the loop turn that measured them: a scrape on the
+    # metrics thread may come a turn early.
+    await _until(url, "lro_async_notice_delay_seconds_count", 3, "three notices never counted")
+    after = await _until(
+        url,
+        "lro_async_operation_duration_seconds_count",
+        3,
+        "three cancelled durations never counted",
+        code="CANCELLED",
     )
     assert _get(after, "lro_async_operations_started_total") == 4
     assert _get(after, "lro_async_operations_finished_total", code="CANCELLED") == 3
