@@ -11,9 +11,10 @@ the server and client processes in four telemetry modes (:mod:`benchmarks.teleme
 - ``sdk``: that and the SDK's tracer provider, every span sampled and handed to a batch
   span processor (whose exporter drops them).
 
-Also the server's part of a notice, measured in one process without the wire (from
-``manager.complete()`` to the WaitOperation handler's answer), which the modes differ in
-by microseconds where the notice's p50 across processes moves by tens between rounds.
+Also, in one process without the wire, the server's part of a notice (from
+``manager.complete()`` to the WaitOperation handler's answer) and the CPU of a
+GetOperation's server path, which the modes differ in by microseconds where the notice's
+p50 across processes moves by tens between rounds.
 
 Figures: notice latency p50/p99 of the long-poll and Watch clients, and GetOperation
 throughput at 16 in flight, each as the ratio of a mode to ``off``: the median of each
@@ -64,8 +65,9 @@ PATH_OPERATIONS = 3000
 
 
 def _answer_path(report: Report, rounds: int, count: int) -> None:
-    """The server's part of a notice, in one process without the wire: from
-    ``manager.complete()`` to the WaitOperation handler returning its answer to grpc.aio.
+    """In one process without the wire: the server's part of a notice, from
+    ``manager.complete()`` to the WaitOperation handler returning its answer to grpc.aio,
+    and the CPU of a GetOperation's server path.
 
     Across processes a notice takes about 0.4 ms, and its p50 moves 10-20 % between
     rounds here, more than telemetry could; this is the part telemetry adds to, measured
@@ -77,19 +79,21 @@ def _answer_path(report: Report, rounds: int, count: int) -> None:
             result = run_client("otel", {"count": count}, timeout=120)
         measured.add(round_, mode, result)
     table = Table(
-        f"otel: the server's part of a notice in process (complete() to the WaitOperation "
-        f"answer, us; the median of {count:,} operations, then of rounds), and vs off",
-        ["mode", "us", "vs off", "+us", "rounds us"],
+        f"otel: in process, without the wire (us, median of rounds): the server's part of a "
+        f"notice (complete() to the WaitOperation answer, the median of {count:,}) and the CPU "
+        "of a GetOperation (each call a loop turn of its own), and what each mode adds",
+        ["mode", "notice part", "+ vs off", "GetOperation", "+ vs off", "rounds notice part"],
     )
-    off = measured.median("off", "answer_us")
+    off = {figure: measured.median("off", figure) for figure in ("answer_us", "get_us")}
     for mode in MODES:
-        us = measured.median(mode, "answer_us")
+        answer, get = measured.median(mode, "answer_us"), measured.median(mode, "get_us")
         table.rows.append(
             [
                 mode,
-                us,
-                measured.ratio(mode, "off", "answer_us"),
-                us - off,
+                answer,
+                answer - off["answer_us"],
+                get,
+                get - off["get_us"],
                 measured.spread(mode, "answer_us", ".1f"),
             ]
         )
@@ -136,7 +140,16 @@ async def _answer_client(params: dict[str, Any]) -> dict[str, Any]:
             samples.append(await waiter - started)
             if index % 100 == 99:
                 await asyncio.sleep(0.001)  # let deferred work and timers run, as a server idles
-    return {"answer_us": statistics.median(samples) * 1e6, "count": len(samples)}
+        # GetOperation of a done operation, each call a loop turn of its own, as a server
+        # answering one call at a time runs it: CPU per call.
+        get = operations_pb2.GetOperationRequest(name=op.name)
+        calls = int(params["count"]) * 5
+        cpu = time.process_time()
+        for _ in range(calls):
+            await servicer.GetOperation(get, context)
+            await asyncio.sleep(0)
+        get_us = (time.process_time() - cpu) / calls * 1e6
+    return {"answer_us": statistics.median(samples) * 1e6, "get_us": get_us, "count": len(samples)}
 
 
 def _notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) -> None:
