@@ -1,13 +1,15 @@
 """Benchmark: the cost of the OpenTelemetry instrumentation (``--only otel``).
 
 The same benchmarks as ``notice`` and ``throughput``, run back to back in one run with
-the server and client processes in four telemetry modes (:mod:`benchmarks.telemetry`):
+the server and client processes in five telemetry modes (:mod:`benchmarks.telemetry`):
 
 - ``off``: ``lro_async.telemetry.disable()``, what an install without the extra runs
   (one attribute check per RPC or operation);
 - ``api``: the extra installed, no SDK set up: the API's no-op providers;
-- ``metrics``: the SDK's meter provider with a pull reader, no tracer provider: what
-  ``lro-async serve --metrics-port`` runs;
+- ``metrics``: the metrics answered to a ``prometheus_client`` registry by lro_async
+  itself, no tracer provider: what ``lro-async serve --metrics-port`` runs;
+- ``sdk-metrics``: the SDK's meter provider with a pull reader instead, what an app that
+  sets OpenTelemetry's metrics up runs;
 - ``sdk``: that and the SDK's tracer provider, every span sampled and handed to a batch
   span processor (whose exporter drops them).
 
@@ -47,7 +49,7 @@ from .tables import Table
 from .telemetry import MODES
 
 NAME = "otel"
-TARGETED = ("api", "metrics")  # the issue's 5 %; sdk (every span sampled) is reported
+TARGETED = ("api", "metrics")  # the issue's 5 %; the SDK's modes are reported
 NOTICE_CLIENTS = {"long-poll": "lro", "watch": "lro-watch"}
 
 

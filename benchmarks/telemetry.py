@@ -6,8 +6,10 @@ The ``otel`` benchmark starts servers and clients with :func:`mode`; each of the
 - ``off``: ``lro_async.telemetry.disable()``, what an install without the extra runs
   (one attribute check per RPC or operation);
 - ``api``: the extra installed, no SDK set up: the API's no-op providers;
-- ``metrics``: the SDK's meter provider with a pull reader, no tracer provider: what
-  ``lro-async serve --metrics-port`` runs;
+- ``metrics``: the metrics answered to a ``prometheus_client`` registry by lro_async
+  itself, no tracer provider: what ``lro-async serve --metrics-port`` runs;
+- ``sdk-metrics``: the SDK's meter provider with a pull reader instead, what an app that
+  sets OpenTelemetry's metrics up runs;
 - ``sdk``: that and the SDK's tracer provider, every span sampled and handed to a batch
   span processor (whose exporter drops them).
 
@@ -23,7 +25,7 @@ from collections.abc import Iterator, Sequence
 __all__ = ["MODES", "MODE_ENV", "from_environment", "mode"]
 
 MODE_ENV = "LRO_ASYNC_BENCH_TELEMETRY"
-MODES = ("off", "api", "metrics", "sdk")
+MODES = ("off", "api", "metrics", "sdk-metrics", "sdk")
 
 
 def from_environment() -> None:
@@ -37,7 +39,11 @@ def from_environment() -> None:
         telemetry.disable()
     elif name == "api":
         telemetry.reset()
-    elif name in ("metrics", "sdk"):
+    elif name == "metrics":
+        from prometheus_client import CollectorRegistry
+
+        telemetry.configure(prometheus_registry=CollectorRegistry())
+    elif name in ("sdk-metrics", "sdk"):
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -54,7 +60,10 @@ def from_environment() -> None:
         tracer_provider = None
         if name == "sdk":
             tracer_provider = TracerProvider()
-            tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
+            # A queue long enough that no span is dropped (each is paid for in full).
+            tracer_provider.add_span_processor(
+                BatchSpanProcessor(Discard(), max_queue_size=200_000)
+            )
         meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
         telemetry.configure(tracer_provider=tracer_provider, meter_provider=meter_provider)
     else:

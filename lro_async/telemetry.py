@@ -34,17 +34,21 @@ after the answers that turn sent, not before them.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import grpc
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-    from opentelemetry.metrics import Histogram, MeterProvider, Observation
+    from opentelemetry.metrics import Meter, MeterProvider, Observation
     from opentelemetry.trace import Span, TracerProvider
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import CollectorRegistry
 
 __all__ = [
     "INSTALL_HINT",
@@ -117,14 +121,24 @@ def configure(
     *,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    prometheus_registry: CollectorRegistry | None = None,
 ) -> Telemetry:
     """Instrument managers and clients made from now on with these providers.
 
     :param tracer_provider: where spans go (None: the global one, ``trace.set_tracer_provider``).
     :param meter_provider: where metrics go (None: the global one).
+    :param prometheus_registry: or a ``prometheus_client`` registry that a scrape reads the
+        metrics from, the same names, units and labels as OpenTelemetry's Prometheus
+        exporter gives them, without the SDK (what ``lro-async serve --metrics-port``
+        does); :meth:`Telemetry.close` unregisters them.
     :raises ImportError: without ``opentelemetry-api`` (``pip install 'lro-async[otel]'``).
+    :raises ValueError: given both a meter provider and a registry.
     """
-    telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    telemetry = Telemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        prometheus_registry=prometheus_registry,
+    )
     _state.telemetry, _state.decided = telemetry, True
     return telemetry
 
@@ -254,6 +268,135 @@ _SERVER_ERRORS = frozenset(
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
+class _Histogram(Protocol):
+    """What records a histogram: the SDK's instrument, or lro_async's :class:`_Buckets`."""
+
+    def record(self, amount: float, attributes: Mapping[str, str | int] | None = None) -> None: ...
+
+
+class _Measured(NamedTuple):
+    """A histogram: its OpenTelemetry name, unit, description and bucket bounds."""
+
+    name: str
+    unit: str
+    description: str
+    buckets: tuple[float, ...]
+
+
+_OPERATION_DURATION = _Measured(
+    "lro_async.operation.duration",
+    "s",
+    "From an operation's creation to its end, by code",
+    _SLOW_BUCKETS,
+)
+_NOTICE_DELAY = _Measured(
+    "lro_async.notice.delay",
+    "s",
+    "From an operation's end to its answer to a waiter (WaitOperation, Watch)",
+    _FAST_BUCKETS,
+)
+_STORE_DURATION = _Measured(
+    "lro_async.store.call.duration", "s", "Calls of the operation store, by method", _FAST_BUCKETS
+)
+_RPC_DURATION = _Measured(
+    "rpc.server.call.duration", "s", "Duration of incoming RPCs", _FAST_BUCKETS
+)
+_HTTP_DURATION = _Measured(
+    "http.server.request.duration",
+    "s",
+    "Duration of incoming HTTP requests (the HTTP/JSON face)",
+    _FAST_BUCKETS,
+)
+
+
+class _Observed(NamedTuple):
+    """A count or a level lro_async keeps as ints, read when a reader collects."""
+
+    name: str
+    kind: str  # "counter" or "gauge" (an up-down counter)
+    unit: str
+    description: str
+    read: Callable[[Telemetry], Iterable[tuple[int, Mapping[str, str] | None]]]
+
+
+class _Buckets:
+    """A histogram lro_async keeps itself for a Prometheus registry: per attribute set,
+    the count of each bucket and the sum.
+
+    Callers pass the attribute mappings :class:`Telemetry` makes once per distinct value
+    (or None), so a series is found by the mapping's identity; it keeps the mapping.
+    A scrape reads it from another thread: the lock keeps counts and sum of a series
+    consistent.
+    """
+
+    __slots__ = ("_lock", "bounds", "series")
+
+    def __init__(self, spec: _Measured) -> None:
+        self.bounds = spec.buckets
+        self.series: dict[int, tuple[Mapping[str, str | int] | None, list[float]]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, amount: float, attributes: Mapping[str, str | int] | None = None) -> None:
+        index = bisect.bisect_left(self.bounds, amount)  # the first bound >= amount
+        with self._lock:
+            entry = self.series.get(id(attributes))
+            if entry is None:
+                entry = self.series[id(attributes)] = (attributes, [0.0] * (len(self.bounds) + 2))
+            counts = entry[1]
+            counts[index] += 1
+            counts[-1] += amount  # the sum
+
+    def read(self) -> list[tuple[Mapping[str, str | int] | None, list[float]]]:
+        """Each series' attributes, bucket counts (the last for +Inf) and sum, copied."""
+        with self._lock:
+            return [(attributes, list(counts)) for attributes, counts in self.series.values()]
+
+
+class _Exposition:
+    """A ``prometheus_client`` collector of one :class:`Telemetry`'s metrics, named as
+    OpenTelemetry's Prometheus exporter names them (``rpc.server.call.duration`` in
+    seconds is ``rpc_server_call_duration_seconds``, a counter gains ``_total``, an
+    up-down counter is a gauge, ``rpc.method`` is the label ``rpc_method``)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import Metric
+        from prometheus_client.utils import floatToGoString
+
+        telemetry = self.telemetry
+        for observed in _OBSERVED:
+            name = _prometheus_name(observed.name, observed.unit)
+            metric = Metric(name, observed.description, observed.kind)
+            sample = f"{name}_total" if observed.kind == "counter" else name
+            for value, counted in observed.read(telemetry):
+                metric.add_sample(sample, _labels(counted), value)
+            yield metric
+        for measured, histogram in telemetry.histograms():
+            assert isinstance(histogram, _Buckets)
+            name = _prometheus_name(measured.name, measured.unit)
+            metric = Metric(name, measured.description, "histogram")
+            bounds = [*map(floatToGoString, measured.buckets), "+Inf"]
+            for attributes, counts in histogram.read():
+                labels = _labels(attributes)
+                cumulative = 0.0
+                for bound, count in zip(bounds, counts, strict=False):
+                    cumulative += count
+                    metric.add_sample(f"{name}_bucket", {**labels, "le": bound}, cumulative)
+                metric.add_sample(f"{name}_count", labels, cumulative)
+                metric.add_sample(f"{name}_sum", labels, counts[-1])
+            yield metric
+
+
+def _prometheus_name(name: str, unit: str) -> str:
+    return name.replace(".", "_") + ("_seconds" if unit == "s" else "")
+
+
+def _labels(attributes: Mapping[str, str | int] | None) -> dict[str, str]:
+    return {key.replace(".", "_"): str(value) for key, value in (attributes or {}).items()}
+
+
 class _Provided:
     """Whether a provider (tracer or meter) was given or OpenTelemetry's global one is set.
 
@@ -264,10 +407,11 @@ class _Provided:
 
     __slots__ = ("_given", "_is_set", "_look_again")
 
-    def __init__(self, given: bool, is_set: Callable[[], bool]) -> None:
+    def __init__(self, given: bool, is_set: Callable[[], bool], *, look: bool = True) -> None:
         self._given = given
         self._is_set = is_set
-        self._look_again = 0.0  # time.monotonic() when the global is looked up again
+        # time.monotonic() when the global is looked up again (look=False: never)
+        self._look_again = 0.0 if look else math.inf
 
     def __call__(self) -> bool:
         if self._given:
@@ -301,7 +445,7 @@ class _Batch:
     def __init__(self, loop: asyncio.AbstractEventLoop, batches: _Batches) -> None:
         self.loop = loop
         self.batches = batches
-        self.records: list[tuple[Histogram, float, Mapping[str, str | int] | None]] = []
+        self.records: list[tuple[_Histogram, float, Mapping[str, str | int] | None]] = []
 
     def flush(self) -> None:
         # Always on the thread that made it: the loop's own, or a collection on it.
@@ -333,6 +477,9 @@ class Telemetry:
 
     :param tracer_provider: None: the global one.
     :param meter_provider: None: the global one.
+    :param prometheus_registry: a ``prometheus_client`` registry to answer with the
+        metrics instead of a meter provider: lro_async then keeps the histograms itself,
+        which costs a record about a microsecond instead of the SDK's several.
     """
 
     def __init__(
@@ -340,7 +487,10 @@ class Telemetry:
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        prometheus_registry: CollectorRegistry | None = None,
     ) -> None:
+        if meter_provider is not None and prometheus_registry is not None:
+            raise ValueError("give a meter_provider or a prometheus_registry, not both")
         from opentelemetry import context, metrics, propagate, trace
 
         self._context = context
@@ -376,86 +526,86 @@ class Telemetry:
         self._n_waits = 0
         self._n_watches = 0
         self._n_store_errors: dict[str, int] = {}
-        observation = self._observation = metrics.Observation
         # Histogram records are made after the loop turn that measured them (_record);
-        # a collection on this thread takes the ones still waiting first. This callback
-        # runs before the reader reads the histograms: the first instrument made.
+        # a collection on this thread takes the ones still waiting first.
         self._batches = _Batches()
-        meter.create_observable_counter(
-            "lro_async.operations.started",
-            [self._started_observed],
-            "{operation}",
-            "Operations created or started",
-        )
-        meter.create_observable_counter(
-            "lro_async.operations.finished",
-            [lambda _: [observation(n, self._code(c)) for c, n in list(self._n_finished.items())]],
-            "{operation}",
-            "Operations finished, by code",
-        )
-        meter.create_observable_up_down_counter(
-            "lro_async.operations.running",
-            [lambda _: (observation(self._n_running),)],
-            "{operation}",
-            "Operations whose work runs here",
-        )
-        meter.create_observable_up_down_counter(
-            "lro_async.waits.open",
-            [lambda _: (observation(self._n_waits),)],
-            "{call}",
-            "WaitOperation calls open now",
-        )
-        meter.create_observable_up_down_counter(
-            "lro_async.watches.open",
-            [lambda _: (observation(self._n_watches),)],
-            "{stream}",
-            "Watch streams open now",
-        )
-        self._duration = meter.create_histogram(
-            "lro_async.operation.duration",
-            "s",
-            "From an operation's creation to its end, by code",
-            explicit_bucket_boundaries_advisory=_SLOW_BUCKETS,
-        )
-        self._notice = meter.create_histogram(
-            "lro_async.notice.delay",
-            "s",
-            "From an operation's end to its answer to a waiter (WaitOperation, Watch)",
-            explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
-        )
-        self._store_duration = meter.create_histogram(
-            "lro_async.store.call.duration",
-            "s",
-            "Calls of the operation store, by method",
-            explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
-        )
-        meter.create_observable_counter(
-            "lro_async.store.errors",
-            [
-                lambda _: [
-                    observation(n, self._method(m)) for m, n in list(self._n_store_errors.items())
-                ]
-            ],
-            "{error}",
-            "Store calls that failed, by method",
-        )
-        self._rpc_duration = meter.create_histogram(
-            "rpc.server.call.duration",
-            "s",
-            "Duration of incoming RPCs",
-            explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
-        )
-        self._http_duration = meter.create_histogram(
-            "http.server.request.duration",
-            "s",
-            "Duration of incoming HTTP requests (the HTTP/JSON face)",
-            explicit_bucket_boundaries_advisory=_FAST_BUCKETS,
-        )
+        self._exposition: _Exposition | None = None
+        self._duration: _Histogram
+        self._notice: _Histogram
+        self._store_duration: _Histogram
+        self._rpc_duration: _Histogram
+        self._http_duration: _Histogram
+        if prometheus_registry is None:
+            self._instrument(meter, metrics.Observation)
+        else:
+            # Straight to the registry: lro_async keeps its own bucket counts (a record
+            # costs a bisect and two additions, not an SDK measurement).
+            self._metered = _Provided(False, lambda: False, look=False)
+            self._duration = _Buckets(_OPERATION_DURATION)
+            self._notice = _Buckets(_NOTICE_DELAY)
+            self._store_duration = _Buckets(_STORE_DURATION)
+            self._rpc_duration = _Buckets(_RPC_DURATION)
+            self._http_duration = _Buckets(_HTTP_DURATION)
+            self._exposition = _Exposition(self)
+            prometheus_registry.register(self._exposition)
+            self._registry = prometheus_registry
         # Attribute mappings are made once per distinct value, not per measurement.
         self._codes: dict[str, Mapping[str, str]] = {}
         self._methods: dict[str, Mapping[str, str]] = {}
         self._rpcs: dict[tuple[str, grpc.StatusCode], Mapping[str, str]] = {}
         self._requests: dict[tuple[str, str, int | None], Mapping[str, str | int]] = {}
+
+    def _instrument(self, meter: Meter, observation: type[Observation]) -> None:
+        """Make the OpenTelemetry instruments (the SDK's path)."""
+        for spec in _OBSERVED:
+            create = (
+                meter.create_observable_counter
+                if spec.kind == "counter"
+                else meter.create_observable_up_down_counter
+            )
+            create(spec.name, [self._observer(spec, observation)], spec.unit, spec.description)
+
+        def histogram(spec: _Measured) -> _Histogram:
+            return meter.create_histogram(
+                spec.name,
+                spec.unit,
+                spec.description,
+                explicit_bucket_boundaries_advisory=spec.buckets,
+            )
+
+        self._duration = histogram(_OPERATION_DURATION)
+        self._notice = histogram(_NOTICE_DELAY)
+        self._store_duration = histogram(_STORE_DURATION)
+        self._rpc_duration = histogram(_RPC_DURATION)
+        self._http_duration = histogram(_HTTP_DURATION)
+
+    def _observer(
+        self, spec: _Observed, observation: type[Observation]
+    ) -> Callable[[object], list[Observation]]:
+        first = spec is _OBSERVED[0]
+
+        def observe(_: object) -> list[Observation]:
+            if first:  # before the reader reads the histograms: make what still waits
+                self.flush()
+            return [observation(value, attributes) for value, attributes in spec.read(self)]
+
+        return observe
+
+    def histograms(self) -> tuple[tuple[_Measured, _Histogram], ...]:
+        """Each histogram's description and the instrument that records it."""
+        return (
+            (_OPERATION_DURATION, self._duration),
+            (_NOTICE_DELAY, self._notice),
+            (_STORE_DURATION, self._store_duration),
+            (_RPC_DURATION, self._rpc_duration),
+            (_HTTP_DURATION, self._http_duration),
+        )
+
+    def close(self) -> None:
+        """Stop answering the Prometheus registry it was given (if any)."""
+        if self._exposition is not None:
+            self._registry.unregister(self._exposition)
+            self._exposition = None
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -497,7 +647,7 @@ class Telemetry:
         return attributes
 
     def _record(
-        self, histogram: Histogram, value: float, attributes: Mapping[str, str | int] | None
+        self, histogram: _Histogram, value: float, attributes: Mapping[str, str | int] | None
     ) -> None:
         """Record *value* once the event loop turn that measured it is over.
 
@@ -530,10 +680,6 @@ class Telemetry:
         batch = self._batches.batch
         if batch is not None:
             batch.flush()
-
-    def _started_observed(self, _: object) -> tuple[Observation, ...]:
-        self.flush()
-        return (self._observation(self._n_started),)
 
     def _detach(self, token: object) -> None:
         self._context.detach(token)  # type: ignore[arg-type]
@@ -718,3 +864,51 @@ class Telemetry:
         self._record(self._store_duration, seconds, self._method(method))
         if failed:
             self._n_store_errors[method] = self._n_store_errors.get(method, 0) + 1
+
+
+_OBSERVED = (
+    # The first is read first: the SDK's path makes the deferred records before it.
+    _Observed(
+        "lro_async.operations.started",
+        "counter",
+        "{operation}",
+        "Operations created or started",
+        lambda t: ((t._n_started, None),),
+    ),
+    _Observed(
+        "lro_async.operations.finished",
+        "counter",
+        "{operation}",
+        "Operations finished, by code",
+        lambda t: [(n, t._code(code)) for code, n in list(t._n_finished.items())],
+    ),
+    _Observed(
+        "lro_async.operations.running",
+        "gauge",
+        "{operation}",
+        "Operations whose work runs here",
+        lambda t: ((t._n_running, None),),
+    ),
+    _Observed(
+        "lro_async.waits.open",
+        "gauge",
+        "{call}",
+        "WaitOperation calls open now",
+        lambda t: ((t._n_waits, None),),
+    ),
+    _Observed(
+        "lro_async.watches.open",
+        "gauge",
+        "{stream}",
+        "Watch streams open now",
+        lambda t: ((t._n_watches, None),),
+    ),
+    _Observed(
+        "lro_async.store.errors",
+        "counter",
+        "{error}",
+        "Store calls that failed, by method",
+        lambda t: [(n, t._method(method)) for method, n in list(t._n_store_errors.items())],
+    ),
+)
+"""The counts and levels, in the order the OpenTelemetry instruments are made."""

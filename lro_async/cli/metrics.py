@@ -1,21 +1,20 @@
-"""``lro-async serve --metrics-port``: the OpenTelemetry metrics in Prometheus' text format.
+"""``lro-async serve --metrics-port``: the metrics in Prometheus' text format.
 
-The SDK's meter provider reads through OpenTelemetry's Prometheus exporter, and
+lro_async answers prometheus_client's default registry itself (:func:`lro_async.telemetry.
+configure` with ``prometheus_registry``), with the names, units and labels OpenTelemetry's
+Prometheus exporter gives them, beside the registry's process and Python collectors;
 prometheus_client serves ``/metrics`` from a thread of its own, so a scrape never waits
-for the event loop (nor the loop for a scrape).
+for the event loop (nor the loop for a scrape). The OpenTelemetry SDK is not in the way:
+its histogram record costs several microseconds per RPC, lro_async's own about one.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from .. import telemetry
 from .exits import EXIT_RPC, EXIT_USAGE, CommandError
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.metrics import MeterProvider
 
 __all__ = ["check_metrics_extra", "metrics_server"]
 
@@ -26,8 +25,7 @@ def check_metrics_extra() -> None:
     :raises CommandError: one line naming what to install (exit 2).
     """
     try:
-        import opentelemetry.exporter.prometheus
-        import opentelemetry.sdk.metrics  # noqa: F401
+        import opentelemetry.trace  # noqa: F401
         import prometheus_client  # noqa: F401
     except ImportError as exc:
         raise CommandError(
@@ -43,8 +41,6 @@ def metrics_server(host: str, port: int) -> Iterator[str]:
     :raises CommandError: if the port cannot be bound (exit 4).
     """
     import prometheus_client
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from opentelemetry.sdk.metrics import MeterProvider
 
     try:
         server, thread = prometheus_client.start_http_server(port, addr=host)
@@ -52,16 +48,14 @@ def metrics_server(host: str, port: int) -> Iterator[str]:
         raise CommandError(
             f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}", EXIT_RPC
         ) from exc
-    provider: MeterProvider | None = None
+    configured: telemetry.Telemetry | None = None
     try:
-        # The reader registers with prometheus_client's default registry, which serves it.
-        provider = MeterProvider(metric_readers=[PrometheusMetricReader()])
-        telemetry.configure(meter_provider=provider)
+        configured = telemetry.configure(prometheus_registry=prometheus_client.REGISTRY)
         yield f"{host}:{server.server_port}"
     finally:
         telemetry.disable()
+        if configured is not None:
+            configured.close()
         server.shutdown()
         server.server_close()
         thread.join(5)
-        if provider is not None:
-            provider.shutdown()
