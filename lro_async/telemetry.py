@@ -5,7 +5,8 @@ Client and server ask this module for a :class:`Telemetry` when they are made
 per RPC or operation. Which one :func:`current` gives:
 
 - after :func:`configure` (tracer and meter providers passed explicitly, or the global
-  ones): that one; after :func:`disable`: None;
+  ones; or a ``prometheus_client`` registry that lro_async answers itself, without the
+  SDK): that one; after :func:`disable`: None;
 - otherwise, if ``opentelemetry-api`` is installed: one over the global providers (the
   API's no-op providers until an SDK is set up, which cost little), made once;
 - otherwise None, and ``opentelemetry`` is never imported.
@@ -26,9 +27,10 @@ Spans (names, attributes; README "Traces and metrics" lists them with the metric
   trace; ``lro_async.operation`` (INTERNAL) per operation started by ``manager.start``,
   from start to its final write, linked to the span current at start (the RPC).
 
-Histogram values are measured when things happen and recorded once the event loop turn
-that measured them is over (:meth:`Telemetry._record`), so the SDK's cost per record falls
-after the answers that turn sent, not before them.
+Histogram values are measured when things happen and recorded through the SDK once the
+event loop turn that measured them is over (:meth:`Telemetry._record`), so the SDK's cost
+per record falls after the answers that turn sent, not before them; a registry's own
+bucket counts (:class:`_Buckets`) cost too little to defer.
 """
 
 from __future__ import annotations
@@ -549,7 +551,9 @@ class Telemetry:
             self._exposition = _Exposition(self)
             prometheus_registry.register(self._exposition)
             self._registry = prometheus_registry
-        # Attribute mappings are made once per distinct value, not per measurement.
+        # Attribute mappings are made once per distinct value, not per measurement, and
+        # kept: _Buckets finds a series by its mapping's identity (setdefault: two threads
+        # making the same one at once end with one).
         self._codes: dict[str, Mapping[str, str]] = {}
         self._methods: dict[str, Mapping[str, str]] = {}
         self._rpcs: dict[tuple[str, grpc.StatusCode], Mapping[str, str]] = {}
@@ -612,24 +616,27 @@ class Telemetry:
     def _code(self, code: str) -> Mapping[str, str]:
         attributes = self._codes.get(code)
         if attributes is None:
-            attributes = self._codes[code] = {"code": code}
+            attributes = self._codes.setdefault(code, {"code": code})
         return attributes
 
     def _method(self, method: str) -> Mapping[str, str]:
         attributes = self._methods.get(method)
         if attributes is None:
-            attributes = self._methods[method] = {"method": method}
+            attributes = self._methods.setdefault(method, {"method": method})
         return attributes
 
     def _rpc_attributes(self, method: str, code: grpc.StatusCode) -> Mapping[str, str]:
         key = (method, code)
         attributes = self._rpcs.get(key)
         if attributes is None:
-            attributes = self._rpcs[key] = {
-                "rpc.system.name": "grpc",
-                "rpc.method": method,
-                "rpc.response.status_code": code.name,
-            }
+            attributes = self._rpcs.setdefault(
+                key,
+                {
+                    "rpc.system.name": "grpc",
+                    "rpc.method": method,
+                    "rpc.response.status_code": code.name,
+                },
+            )
         return attributes
 
     def _http_attributes(
@@ -643,7 +650,7 @@ class Telemetry:
                 made["http.route"] = route
             if status is not None:
                 made["http.response.status_code"] = status
-            attributes = self._requests[key] = made
+            attributes = self._requests.setdefault(key, made)
         return attributes
 
     def _record(
