@@ -13,10 +13,12 @@ the server and client processes in five telemetry modes (:mod:`benchmarks.teleme
 - ``sdk``: that and the SDK's tracer provider, every span sampled and handed to a batch
   span processor (whose exporter drops them).
 
-Also, in one process without the wire, the server's part of a notice (from
-``manager.complete()`` to the WaitOperation handler's answer) and the CPU of a
-GetOperation's server path, which the modes differ in by microseconds where the notice's
-p50 across processes moves by tens between rounds.
+Then the same notice latency with every mode's server at once and one client awaiting
+them all (:func:`_paired_notice`, the targets' figures): a change in the machine's speed
+lands on every mode alike. Also, in one process without the wire, the server's part of a
+notice (from ``manager.complete()`` to the WaitOperation handler's answer) and the CPU of
+a GetOperation's server path, which the modes differ in by microseconds where the
+notice's p50 across processes moves by tens between rounds.
 
 Figures: notice latency p50/p99 of the long-poll and Watch clients, and GetOperation
 throughput at 16 in flight, each as the ratio of a mode to ``off``: the median of each
@@ -43,7 +45,7 @@ from lro_async import AsyncOperationsServicer
 from . import telemetry, throughput
 from .processes import ServerProcess, run_client
 from .reports import Report, Target
-from .rounds import Rounds
+from .rounds import Rounds, rotation
 from .settings import Settings
 from .tables import Table
 from .telemetry import MODES
@@ -58,12 +60,144 @@ def run(settings: Settings) -> Report:
     rounds = settings.rounds_or(3, quick=2)
     report = Report(NAME, {"sizes": list(sizes), "rounds": rounds, "modes": list(MODES)})
     _notice(report, sizes, rounds, settings.rate)
+    _paired_notice(report, sizes, rounds, settings.rate)
     _answer_path(report, rounds, 500 if settings.quick else PATH_OPERATIONS)
     _throughput(report, rounds)
     return report
 
 
 PATH_OPERATIONS = 3000
+
+
+def _paired_notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) -> None:
+    """Notice latency with one server per mode at once and one client awaiting them all.
+
+    Each round starts a server in every mode and one client (telemetry off: the same for
+    every server) that awaits *size* operations of each, their ends interleaved across
+    the servers at *rate* a second in all. A change in the machine's speed lands on every
+    mode alike within the round, which the rounds run one mode after another cannot
+    promise: their p50 moves 10-20 % from round to round here. The targets are these
+    ratios (the median of each round's).
+    """
+    table = Table(
+        "otel: notice latency (ms) with every mode's server at once and one client "
+        "(telemetry off) awaiting them all, median of rounds, and vs off (the median of "
+        "each round's ratio)",
+        ["ops", "client", "mode", "p50", "p99", "p50 / off", "p99 / off", "rounds p50"],
+    )
+    runs: list[dict[str, Any]] = []
+    for size in sizes:
+        spread = max(1.0, size * len(MODES) / rate)
+        for client, kind in NOTICE_CLIENTS.items():
+            measured = Rounds(MODES, rounds)
+            for round_ in range(rounds):
+                order = rotation(MODES, round_)  # which server's ends come first
+                with contextlib.ExitStack() as stack:
+                    targets = {}
+                    for mode in order:
+                        with telemetry.mode(mode):
+                            targets[mode] = stack.enter_context(ServerProcess(kind)).target
+                    params = {
+                        "targets": targets,
+                        "count": size,
+                        "delay": 1.0 + size * len(MODES) * 1.05 / 1000,
+                        "spread": spread,
+                    }
+                    with telemetry.mode("off"):
+                        result = run_client("otel", params, timeout=spread + 300)
+                for mode in MODES:
+                    measured.add(round_, mode, result[mode])
+                    runs.append({"ops": size, "client": client, "mode": mode, **result[mode]})
+                print(
+                    f"  otel paired notice {size} {client}: p50 "
+                    + ", ".join(f"{m} {result[m]['notice_ms']['p50']:.2f}" for m in MODES),
+                    flush=True,
+                )
+            for mode in MODES:
+                table.rows.append(
+                    [
+                        size,
+                        client,
+                        mode,
+                        measured.median(mode, _notice_p50),
+                        measured.median(mode, _notice_p99),
+                        measured.ratio(mode, "off", _notice_p50),
+                        measured.ratio(mode, "off", _notice_p99),
+                        measured.spread(mode, _notice_p50, ".2f"),
+                    ]
+                )
+            for mode in TARGETED:
+                report.targets.append(
+                    Target(
+                        f"notice p50, {client}, {size} ops, servers at once: {mode} / off",
+                        measured.ratio(mode, "off", _notice_p50),
+                        1.05,
+                        "max",
+                        "x",
+                    )
+                )
+    report.tables.append(table)
+    report.data["paired_notice"] = runs
+
+
+async def _paired_client(params: dict[str, Any]) -> dict[str, Any]:
+    """Await *count* operations on each server of *targets*, their ends interleaved."""
+    from google.protobuf import wrappers_pb2
+
+    from .control import Control
+    from .percentiles import summary
+    from .settings import MESSAGE_OPTIONS
+
+    targets: dict[str, str] = params["targets"]
+    count, delay, spread = int(params["count"]), float(params["delay"]), float(params["spread"])
+    channels = {
+        mode: grpc.aio.insecure_channel(target, options=MESSAGE_OPTIONS)
+        for mode, target in targets.items()
+    }
+    clients = {mode: lro_async.AsyncOperationsClient(channel) for mode, channel in channels.items()}
+    try:
+        controls = {mode: Control(channel) for mode, channel in channels.items()}
+        names = {mode: await control.create(count) for mode, control in controls.items()}
+        tasks = {
+            mode: [
+                asyncio.create_task(
+                    _noticed(clients[mode].operation(name, result_type=wrappers_pb2.DoubleValue))
+                )
+                for name in names[mode]
+            ]
+            for mode in targets
+        }
+        step = spread / count / len(targets)  # one server's end, then the next's
+        for index, control in enumerate(controls.values()):
+            await control.schedule(delay + index * step, spread)
+        every = [task for mode_tasks in tasks.values() for task in mode_tasks]
+        await asyncio.wait_for(asyncio.gather(*every), delay + spread + 180)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+        for channel in channels.values():
+            await channel.close()
+    latencies = {
+        mode: [seen - finished for finished, seen in (task.result() for task in mode_tasks)]
+        for mode, mode_tasks in tasks.items()
+    }
+    return {mode: {"notice_ms": summary(values, 1000.0)} for mode, values in latencies.items()}
+
+
+async def _noticed(op: Any) -> tuple[float, float]:
+    """When the server finished the operation, and when the await returned."""
+    from google.protobuf import wrappers_pb2
+
+    response: wrappers_pb2.DoubleValue = await op
+    return response.value, time.time()
+
+
+async def _client(params: dict[str, Any]) -> dict[str, Any]:
+    """``python -m benchmarks.otel``: the paired notice client (given *targets*), or the
+    in-process one."""
+    if "targets" in params:
+        return await _paired_client(params)
+    return await _answer_client(params)
 
 
 def _answer_path(report: Report, rounds: int, count: int) -> None:
@@ -194,16 +328,6 @@ def _notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) ->
                         measured.spread(mode, _notice_p50, ".2f"),
                     ]
                 )
-            for mode in TARGETED:
-                report.targets.append(
-                    Target(
-                        f"notice p50, {client}, {size} ops: {mode} / off",
-                        measured.ratio(mode, "off", _notice_p50),
-                        1.05,
-                        "max",
-                        "x",
-                    )
-                )
     report.tables.append(table)
     report.data["notice"] = runs
 
@@ -260,4 +384,4 @@ def _throughput(report: Report, rounds: int) -> None:
 if __name__ == "__main__":
     from .processes import client_main
 
-    client_main(_answer_client)
+    client_main(_client)
