@@ -59,7 +59,7 @@ HEADLINE = 10_000
 GIVE_UP = 180.0  # seconds a client may keep waiting after the last completion
 
 
-def _delay(size: int) -> float:
+def open_delay(size: int) -> float:
     """Seconds before the first completion: the long-poll client opens 1,000 waits/s."""
     return 1.0 + size * 1.05 / 1000
 
@@ -70,9 +70,9 @@ def client_params(client: str, size: int, spread: float) -> dict[str, Any]:
     return {
         "client": client,
         "count": size,
-        "delay": _delay(size),
+        "delay": open_delay(size),
         "spread": spread,
-        "limit": _delay(size) + spread + GIVE_UP,
+        "limit": open_delay(size) + spread + GIVE_UP,
     }
 
 
@@ -265,7 +265,7 @@ async def _client(params: dict[str, Any]) -> dict[str, Any]:
             waits = [_api_core_wait(operations, name) for name in names]
         else:
             waits = [
-                _lro_wait(lro_client.operation(name, result_type=wrappers_pb2.DoubleValue))
+                noticed_at(lro_client.operation(name, result_type=wrappers_pb2.DoubleValue))
                 for name in names
             ]
         tasks = [asyncio.create_task(wait) for wait in waits]
@@ -304,7 +304,7 @@ async def _client(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _lro_wait(op: Any) -> tuple[float, float]:
+async def noticed_at(op: Any) -> tuple[float, float]:
     """When the server finished the operation, and when the await returned."""
     response: wrappers_pb2.DoubleValue = await op
     return response.value, time.time()

@@ -85,6 +85,8 @@ def _paired_notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: fl
         "each round's ratio)",
         ["ops", "client", "mode", "p50", "p99", "p50 / off", "p99 / off", "rounds p50"],
     )
+    from .notice import open_delay
+
     runs: list[dict[str, Any]] = []
     for size in sizes:
         spread = max(1.0, size * len(MODES) / rate)
@@ -100,7 +102,7 @@ def _paired_notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: fl
                     params = {
                         "targets": targets,
                         "count": size,
-                        "delay": 1.0 + size * len(MODES) * 1.05 / 1000,
+                        "delay": open_delay(size * len(MODES)),
                         "spread": spread,
                     }
                     with telemetry.mode("off"):
@@ -113,19 +115,7 @@ def _paired_notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: fl
                     + ", ".join(f"{m} {result[m]['notice_ms']['p50']:.2f}" for m in MODES),
                     flush=True,
                 )
-            for mode in MODES:
-                table.rows.append(
-                    [
-                        size,
-                        client,
-                        mode,
-                        measured.median(mode, _notice_p50),
-                        measured.median(mode, _notice_p99),
-                        measured.ratio(mode, "off", _notice_p50),
-                        measured.ratio(mode, "off", _notice_p99),
-                        measured.spread(mode, _notice_p50, ".2f"),
-                    ]
-                )
+            table.rows.extend(_notice_rows(size, client, measured))
             for mode in TARGETED:
                 report.targets.append(
                     Target(
@@ -145,6 +135,7 @@ async def _paired_client(params: dict[str, Any]) -> dict[str, Any]:
     from google.protobuf import wrappers_pb2
 
     from .control import Control
+    from .notice import noticed_at
     from .percentiles import summary
     from .settings import MESSAGE_OPTIONS
 
@@ -161,7 +152,7 @@ async def _paired_client(params: dict[str, Any]) -> dict[str, Any]:
         tasks = {
             mode: [
                 asyncio.create_task(
-                    _noticed(clients[mode].operation(name, result_type=wrappers_pb2.DoubleValue))
+                    noticed_at(clients[mode].operation(name, result_type=wrappers_pb2.DoubleValue))
                 )
                 for name in names[mode]
             ]
@@ -182,14 +173,6 @@ async def _paired_client(params: dict[str, Any]) -> dict[str, Any]:
         for mode, mode_tasks in tasks.items()
     }
     return {mode: {"notice_ms": summary(values, 1000.0)} for mode, values in latencies.items()}
-
-
-async def _noticed(op: Any) -> tuple[float, float]:
-    """When the server finished the operation, and when the await returned."""
-    from google.protobuf import wrappers_pb2
-
-    response: wrappers_pb2.DoubleValue = await op
-    return response.value, time.time()
 
 
 async def _client(params: dict[str, Any]) -> dict[str, Any]:
@@ -315,21 +298,26 @@ def _notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: float) ->
                     f"p99 {result['notice_ms']['p99']:.1f} ms",
                     flush=True,
                 )
-            for mode in MODES:
-                table.rows.append(
-                    [
-                        size,
-                        client,
-                        mode,
-                        measured.median(mode, _notice_p50),
-                        measured.median(mode, _notice_p99),
-                        measured.ratio(mode, "off", _notice_p50),
-                        measured.ratio(mode, "off", _notice_p99),
-                        measured.spread(mode, _notice_p50, ".2f"),
-                    ]
-                )
+            table.rows.extend(_notice_rows(size, client, measured))
     report.tables.append(table)
     report.data["notice"] = runs
+
+
+def _notice_rows(size: int, client: str, measured: Rounds[str]) -> list[list[object]]:
+    """The rows of a notice table: each mode's p50 and p99, and their ratios to off."""
+    return [
+        [
+            size,
+            client,
+            mode,
+            measured.median(mode, _notice_p50),
+            measured.median(mode, _notice_p99),
+            measured.ratio(mode, "off", _notice_p50),
+            measured.ratio(mode, "off", _notice_p99),
+            measured.spread(mode, _notice_p50, ".2f"),
+        ]
+        for mode in MODES
+    ]
 
 
 def _notice_p50(result: Mapping[str, Any]) -> float:

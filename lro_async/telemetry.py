@@ -510,12 +510,6 @@ class Telemetry:
             tracer_provider is not None,
             lambda: not isinstance(trace.get_tracer_provider(), no_tracers),
         )
-        # Until a meter provider is set up, the instruments are the API's no-op proxies,
-        # whose records cost nothing worth deferring (_record).
-        self._metered = _Provided(
-            meter_provider is not None and not _of_the_api(meter_provider),
-            lambda: not _of_the_api(metrics.get_meter_provider()),
-        )
         meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
         self.meter = meter
         # Counts and levels are plain ints, read by observable instruments when a reader
@@ -537,11 +531,24 @@ class Telemetry:
         self._store_duration: _Histogram
         self._rpc_duration: _Histogram
         self._http_duration: _Histogram
+        # Attribute mappings are made once per distinct value, not per measurement, and
+        # kept: _Buckets finds a series by its mapping's identity (setdefault: two threads
+        # making the same one at once end with one).
+        self._codes: dict[str, Mapping[str, str]] = {}
+        self._methods: dict[str, Mapping[str, str]] = {}
+        self._rpcs: dict[tuple[str, grpc.StatusCode], Mapping[str, str]] = {}
+        self._requests: dict[tuple[str, str, int | None], Mapping[str, str | int]] = {}
         if prometheus_registry is None:
+            # Until a meter provider is set up, the instruments are the API's no-op
+            # proxies, whose records cost nothing worth deferring (_record).
+            self._metered = _Provided(
+                meter_provider is not None and not _of_the_api(meter_provider),
+                lambda: not _of_the_api(metrics.get_meter_provider()),
+            )
             self._instrument(meter, metrics.Observation)
         else:
             # Straight to the registry: lro_async keeps its own bucket counts (a record
-            # costs a bisect and two additions, not an SDK measurement).
+            # costs a bisect and two additions, not an SDK measurement: never deferred).
             self._metered = _Provided(False, lambda: False, look=False)
             self._duration = _Buckets(_OPERATION_DURATION)
             self._notice = _Buckets(_NOTICE_DELAY)
@@ -551,13 +558,6 @@ class Telemetry:
             self._exposition = _Exposition(self)
             prometheus_registry.register(self._exposition)
             self._registry = prometheus_registry
-        # Attribute mappings are made once per distinct value, not per measurement, and
-        # kept: _Buckets finds a series by its mapping's identity (setdefault: two threads
-        # making the same one at once end with one).
-        self._codes: dict[str, Mapping[str, str]] = {}
-        self._methods: dict[str, Mapping[str, str]] = {}
-        self._rpcs: dict[tuple[str, grpc.StatusCode], Mapping[str, str]] = {}
-        self._requests: dict[tuple[str, str, int | None], Mapping[str, str | int]] = {}
 
     def _instrument(self, meter: Meter, observation: type[Observation]) -> None:
         """Make the OpenTelemetry instruments (the SDK's path)."""
