@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import math
 import threading
 import time
@@ -204,11 +205,12 @@ class ServerRpc:
 
     def end(self, code: grpc.StatusCode) -> None:
         telemetry = self.telemetry
-        telemetry._record(
-            telemetry._rpc_duration,
-            time.perf_counter() - self.started,
-            telemetry._rpc_attributes(self.method, code),
-        )
+        if telemetry._metered():
+            telemetry._record(
+                telemetry._rpc_duration,
+                time.perf_counter() - self.started,
+                telemetry._rpc_attributes(self.method, code),
+            )
         if self.span is not None:
             self._end_span(code.name, error=code in _SERVER_ERRORS)
 
@@ -245,11 +247,12 @@ class ServerRequest(ServerRpc):
     def end_http(self, status: int | None) -> None:
         """End it with the response's status (None: the client left before an answer)."""
         telemetry = self.telemetry
-        telemetry._record(
-            telemetry._http_duration,
-            time.perf_counter() - self.started,
-            telemetry._http_attributes(self.verb, self.method, status),
-        )
+        if telemetry._metered():
+            telemetry._record(
+                telemetry._http_duration,
+                time.perf_counter() - self.started,
+                telemetry._http_attributes(self.verb, self.method, status),
+            )
         # A client that left before the answer (None) is no error of the server's.
         self._end_span(0 if status is None else status, error=status is not None and status >= 500)
 
@@ -368,6 +371,7 @@ class _Exposition:
         from prometheus_client.utils import floatToGoString
 
         telemetry = self.telemetry
+        telemetry.flush()  # every record kept so far, before the histograms are read
         for observed in _OBSERVED:
             name = _prometheus_name(observed.name, observed.unit)
             metric = Metric(name, observed.description, observed.kind)
@@ -433,30 +437,10 @@ def _of_the_api(provider: object) -> bool:
     return type(provider).__module__.startswith("opentelemetry.metrics")
 
 
-class _Batches(threading.local):
-    """This thread's deferred histogram records (see :meth:`Telemetry._record`)."""
-
-    batch: _Batch | None = None
-
-
-class _Batch:
-    """The histogram records of one event loop turn, made by :meth:`flush`."""
-
-    __slots__ = ("batches", "loop", "records")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, batches: _Batches) -> None:
-        self.loop = loop
-        self.batches = batches
-        self.records: list[tuple[_Histogram, float, Mapping[str, str | int] | None]] = []
-
-    def flush(self) -> None:
-        # Always on the thread that made it: the loop's own, or a collection on it.
-        batches = self.batches
-        if batches.batch is self:
-            batches.batch = None
-        records, self.records = self.records, []
-        for histogram, value, attributes in records:
-            histogram.record(value, attributes)
+#: Histogram records kept before they are made in one go (see :meth:`Telemetry._record`).
+_PENDING = 32
+#: ... and made at once when this many wait (a loop that stopped before its drain ran).
+_PENDING_MAX = 4096
 
 
 class _Carrier:
@@ -522,9 +506,13 @@ class Telemetry:
         self._n_waits = 0
         self._n_watches = 0
         self._n_store_errors: dict[str, int] = {}
-        # Histogram records are made after the loop turn that measured them (_record);
-        # a collection on this thread takes the ones still waiting first.
-        self._batches = _Batches()
+        # Histogram records wait here and are made in one go (_record): by a collection
+        # (a scrape, an SDK reader) first, on any thread, or by a drain every _PENDING.
+        # A deque's append and popleft are atomic: no lock on the hot path.
+        self._pending: collections.deque[
+            tuple[_Histogram, float, Mapping[str, str | int] | None]
+        ] = collections.deque()
+        self._drain_queued = False
         self._exposition: _Exposition | None = None
         self._duration: _Histogram
         self._notice: _Histogram
@@ -536,20 +524,21 @@ class Telemetry:
         # making the same one at once end with one).
         self._codes: dict[str, Mapping[str, str]] = {}
         self._methods: dict[str, Mapping[str, str]] = {}
-        self._rpcs: dict[tuple[str, grpc.StatusCode], Mapping[str, str]] = {}
+        # (keyed by the code's id: a StatusCode hashes in Python, a member is a singleton)
+        self._rpcs: dict[tuple[str, int], Mapping[str, str]] = {}
         self._requests: dict[tuple[str, str, int | None], Mapping[str, str | int]] = {}
         if prometheus_registry is None:
             # Until a meter provider is set up, the instruments are the API's no-op
-            # proxies, whose records cost nothing worth deferring (_record).
+            # proxies, which drop what they are given: _record skips them.
             self._metered = _Provided(
                 meter_provider is not None and not _of_the_api(meter_provider),
                 lambda: not _of_the_api(metrics.get_meter_provider()),
             )
             self._instrument(meter, metrics.Observation)
         else:
-            # Straight to the registry: lro_async keeps its own bucket counts (a record
-            # costs a bisect and two additions, not an SDK measurement: never deferred).
-            self._metered = _Provided(False, lambda: False, look=False)
+            # To the registry: lro_async keeps its own bucket counts (a record costs a
+            # bisect and two additions under a lock, not an SDK measurement).
+            self._metered = _Provided(True, lambda: True, look=False)
             self._duration = _Buckets(_OPERATION_DURATION)
             self._notice = _Buckets(_NOTICE_DELAY)
             self._store_duration = _Buckets(_STORE_DURATION)
@@ -626,7 +615,7 @@ class Telemetry:
         return attributes
 
     def _rpc_attributes(self, method: str, code: grpc.StatusCode) -> Mapping[str, str]:
-        key = (method, code)
+        key = (method, id(code))
         attributes = self._rpcs.get(key)
         if attributes is None:
             attributes = self._rpcs.setdefault(
@@ -656,37 +645,45 @@ class Telemetry:
     def _record(
         self, histogram: _Histogram, value: float, attributes: Mapping[str, str | int] | None
     ) -> None:
-        """Record *value* once the event loop turn that measured it is over.
+        """Record *value*: soon, not now.
 
-        The SDK's ``record()`` costs several microseconds (a measurement object, its
-        attributes cleaned and hashed): made at once, it would hold up what the turn does
-        next, such as answering the waiters an end just woke. Deferred, the records of a
-        turn are made together by one timer callback queued behind the callbacks that
-        turn scheduled. Outside an event loop, or with no meter provider set up: at once.
+        A record costs the SDK several microseconds (a measurement object, its attributes
+        cleaned and hashed) and lro_async's own buckets about half of one; made at once,
+        they would hold up what the turn does next, such as answering the waiters an end
+        just woke. Kept instead, records are made in one go: by a collection, which makes
+        every one kept before it reads (a scrape, an SDK reader's callbacks, from any
+        thread), and once :data:`_PENDING` wait, by one timer callback queued behind the
+        callbacks this loop turn scheduled (outside an event loop: at once).
+
+        Callers check :meth:`_metered` first: with no meter provider set up, the API's
+        no-op instruments would drop the record, so neither it nor its attributes are made.
         """
-        if not self._metered():
-            histogram.record(value, attributes)
+        pending = self._pending
+        pending.append((histogram, value, attributes))
+        kept = len(pending)
+        if kept < _PENDING or (self._drain_queued and kept < _PENDING_MAX):
+            return
+        if kept >= _PENDING_MAX:  # the loop that was to drain them stopped first
+            self.flush()
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            histogram.record(value, attributes)
+            self.flush()
             return
-        batches = self._batches
-        batch = batches.batch
-        if batch is None or batch.loop is not loop:
-            if batch is not None:  # of a loop that stopped before its timer ran
-                batch.flush()
-            batch = batches.batch = _Batch(loop, batches)
-            loop.call_later(0, batch.flush)
-        batch.records.append((histogram, value, attributes))
+        self._drain_queued = True
+        loop.call_later(0, self.flush)
 
     def flush(self) -> None:
-        """Make the histogram records still deferred on this thread (a reader collecting
-        on this thread does so first)."""
-        batch = self._batches.batch
-        if batch is not None:
-            batch.flush()
+        """Make every histogram record kept so far (a collection does so first)."""
+        self._drain_queued = False
+        pending = self._pending
+        while True:
+            try:
+                histogram, value, attributes = pending.popleft()
+            except IndexError:
+                return
+            histogram.record(value, attributes)
 
     def _detach(self, token: object) -> None:
         self._context.detach(token)  # type: ignore[arg-type]
@@ -837,10 +834,9 @@ class Telemetry:
         :param duration: seconds from its creation (None: unknown).
         """
         name = code_name(code)
-        attributes = self._code(name)
         self._n_finished[name] = self._n_finished.get(name, 0) + 1
-        if duration is not None:
-            self._record(self._duration, duration, attributes)
+        if duration is not None and self._metered():
+            self._record(self._duration, duration, self._code(name))
         if span is not None:
             if span.is_recording():
                 span.set_attribute("lro_async.operation.code", name)
@@ -865,10 +861,12 @@ class Telemetry:
 
     def noticed(self, delay: float) -> None:
         """A waiter was answered *delay* seconds after its operation finished."""
-        self._record(self._notice, max(delay, 0.0), None)
+        if self._metered():
+            self._record(self._notice, max(delay, 0.0), None)
 
     def store_call(self, method: str, seconds: float, failed: bool) -> None:
-        self._record(self._store_duration, seconds, self._method(method))
+        if self._metered():
+            self._record(self._store_duration, seconds, self._method(method))
         if failed:
             self._n_store_errors[method] = self._n_store_errors.get(method, 0) + 1
 

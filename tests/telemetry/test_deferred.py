@@ -1,9 +1,10 @@
-"""Histogram records are made after the event loop turn that measured them.
+"""Histogram records are kept and made in one go, never on the path of an answer.
 
 The SDK's ``record()`` costs microseconds; made at once, the records of an operation's
-end would hold up the waiters that end woke. These tests read the SDK from another
-thread (which makes nothing deferred on this one) to see when a record was made, and
-from this thread to see that a collection here never misses one.
+end would hold up the waiters that end woke. They wait in a queue until a collection
+(which makes every one kept before it reads, from any thread) or until a chunk of
+:data:`~lro_async.telemetry._PENDING` waits, which one timer callback makes after the
+loop turn. These tests count the records the SDK's instruments are handed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import asyncio
 import threading
 from collections.abc import Mapping
 
+import pytest
+
 import lro_async
+from lro_async import telemetry as telemetry_module
+from lro_async.telemetry import _PENDING, _PENDING_MAX
 
 from ..waiting import until
 from .conftest import Otel
@@ -20,6 +25,25 @@ from .conftest import Otel
 NOTICE = "lro_async.notice.delay"
 DURATION = "lro_async.operation.duration"
 OK = {"code": "OK"}
+
+
+class _Counting:
+    """Stands in front of a histogram and counts the records it is handed."""
+
+    def __init__(self, histogram: telemetry_module._Histogram) -> None:
+        self.histogram = histogram
+        self.made = 0
+
+    def record(self, amount: float, attributes: Mapping[str, str | int] | None = None) -> None:
+        self.made += 1
+        self.histogram.record(amount, attributes)
+
+
+@pytest.fixture
+def notices(otel: Otel) -> _Counting:
+    counting = _Counting(otel.telemetry._notice)
+    otel.telemetry._notice = counting
+    return counting
 
 
 def _from_another_thread(
@@ -33,57 +57,76 @@ def _from_another_thread(
     return seen[0]
 
 
-async def test_a_waiter_is_answered_before_the_records_of_the_end_that_woke_it(
+async def test_a_waiter_is_answered_before_the_record_of_the_end_that_woke_it(
     otel: Otel,
 ) -> None:
+    durations = _Counting(otel.telemetry._duration)
+    otel.telemetry._duration = durations
     async with lro_async.OperationManager() as manager:
         op = await manager.create()
-        seen_when_answered: list[float] = []
+        made_when_answered: list[int] = []
 
         async def waiter() -> None:
             await manager.wait(op.name)
-            seen_when_answered.append(_from_another_thread(otel, DURATION, OK))
+            made_when_answered.append(durations.made)
 
         waiting = asyncio.create_task(waiter())
         await until(lambda: manager.watched == 1, "the waiter waits")
         await manager.complete(op.name)
         await waiting
-        assert seen_when_answered == [0]
-        await until(lambda: _from_another_thread(otel, DURATION, OK) == 1, "the duration recorded")
+    assert made_when_answered == [0]
+    assert otel.value(DURATION, OK) == 1  # the collection made it
+    assert durations.made == 1
 
 
-async def test_a_collection_on_the_loop_thread_sees_what_this_turn_recorded(otel: Otel) -> None:
+async def test_a_collection_on_any_thread_makes_every_record_kept_once(
+    otel: Otel, notices: _Counting
+) -> None:
     for _ in range(3):
         otel.telemetry.noticed(0.001)
-    assert _from_another_thread(otel, NOTICE) == 0
-    assert otel.value(NOTICE) == 3
-    assert _from_another_thread(otel, NOTICE) == 3  # made once, not again
+    assert notices.made == 0
+    assert _from_another_thread(otel, NOTICE) == 3
+    assert otel.value(NOTICE) == 3  # and this thread's collection sees the same
+    assert notices.made == 3
 
 
-async def test_records_of_a_turn_are_made_once_the_turn_is_over(otel: Otel) -> None:
-    otel.telemetry.noticed(0.001)
-    otel.telemetry.noticed(0.002)
-    await until(lambda: _from_another_thread(otel, NOTICE) == 2, "both recorded")
+async def test_a_chunk_of_records_is_made_after_the_turn_that_filled_it(
+    otel: Otel, notices: _Counting
+) -> None:
+    for index in range(_PENDING):
+        otel.telemetry.noticed(0.001 * index)
+    assert notices.made == 0  # not in this turn
+    await until(lambda: notices.made == _PENDING, "the chunk made")
     (point,) = otel.points(NOTICE)
-    assert point.count == 2
-    assert abs(point.sum - 0.003) < 1e-9
+    assert point.count == _PENDING
+    assert abs(point.sum - 0.001 * sum(range(_PENDING))) < 1e-9
 
 
-def test_outside_an_event_loop_a_record_is_made_at_once(otel: Otel) -> None:
+def test_outside_an_event_loop_a_chunk_is_made_at_once(otel: Otel, notices: _Counting) -> None:
+    for _ in range(_PENDING - 1):
+        otel.telemetry.noticed(0.001)
+    assert notices.made == 0
     otel.telemetry.noticed(0.001)
-    assert _from_another_thread(otel, NOTICE) == 1
+    assert notices.made == _PENDING
 
 
-def test_records_of_a_loop_that_stopped_first_are_made_by_the_next_one(otel: Otel) -> None:
-    for delay in (0.001, 0.002):
-        # The loop stops in the turn that recorded: its timer never runs.
-        loop = asyncio.new_event_loop()
-        try:
-            loop.call_soon(otel.telemetry.noticed, delay)
-            loop.call_soon(loop.stop)
-            loop.run_forever()
-        finally:
-            loop.close()
-    # The second loop's record made the first loop's; its own waits for this thread.
-    assert _from_another_thread(otel, NOTICE) == 1
-    assert otel.value(NOTICE) == 2
+def test_records_a_stopped_loop_was_to_make_are_made_at_a_bound(
+    otel: Otel, notices: _Counting
+) -> None:
+    # The loop stops in the turn that filled a chunk: its timer never runs.
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(_PENDING):
+            loop.call_soon(otel.telemetry.noticed, 0.001)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    finally:
+        loop.close()
+    assert notices.made == 0
+    # Kept, not lost, and bounded: at _PENDING_MAX they are made at once.
+    for _ in range(_PENDING_MAX - _PENDING - 1):
+        otel.telemetry.noticed(0.001)
+    assert notices.made == 0
+    otel.telemetry.noticed(0.001)
+    assert notices.made == _PENDING_MAX
+    assert _from_another_thread(otel, NOTICE) == _PENDING_MAX
