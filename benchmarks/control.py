@@ -73,6 +73,7 @@ class Stats:
     rpcs: dict[str, int]
     gc: dict[str, Any]
     objects: int  # gc-tracked objects, or -1 if not asked for
+    notice_part_us: float  # the median server's part of a long-polled notice, or -1
 
     def rpcs_since(self, before: Stats) -> dict[str, int]:
         """Operations RPCs received between *before* and this snapshot, by method."""
@@ -124,4 +125,5 @@ class Control:
             rpcs={str(k): int(v) for k, v in dict(answer.get("rpcs", {})).items()},
             gc=dict(answer["gc"]),
             objects=int(answer["objects"]),
+            notice_part_us=float(answer["notice_part_us"]),
         )

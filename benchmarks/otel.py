@@ -15,10 +15,13 @@ the server and client processes in five telemetry modes (:mod:`benchmarks.teleme
 
 Then the same notice latency with every mode's server at once and one client awaiting
 them all (:func:`_paired_notice`, the targets' figures): a change in the machine's speed
-lands on every mode alike. Also, in one process without the wire, the server's part of a
-notice (from ``manager.complete()`` to the WaitOperation handler's answer) and the CPU of
-a GetOperation's server path, which the modes differ in by microseconds where the
-notice's p50 across processes moves by tens between rounds.
+lands on every mode alike. Those servers also time their part of each long-polled notice
+(from ``manager.complete()`` to the WaitOperation handler's answer): with caches left cold
+by the idle waits between ends, it runs several times longer than the same path run back
+to back, and so does what telemetry adds to it. Also, in one process without the wire,
+that part and the CPU of a GetOperation's server path run back to back (warm), which the
+modes differ in by microseconds where the notice's p50 across processes moves by tens
+between rounds.
 
 Figures: notice latency p50/p99 of the long-poll and Watch clients, and GetOperation
 throughput at 16 in flight, each as the ratio of a mode to ``off``: the median of each
@@ -85,6 +88,12 @@ def _paired_notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: fl
         "each round's ratio)",
         ["ops", "client", "mode", "p50", "p99", "p50 / off", "p99 / off", "rounds p50"],
     )
+    parts = Table(
+        "otel: the server's part of a long-polled notice in those servers (us, median of each "
+        "server's median, and vs off): from complete() to the WaitOperation handler's answer, "
+        "in processes whose caches the idle waits between ends left cold",
+        ["ops", "mode", "server part", "+ vs off", "part / off", "rounds"],
+    )
     from .notice import open_delay
 
     runs: list[dict[str, Any]] = []
@@ -98,7 +107,8 @@ def _paired_notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: fl
                     targets = {}
                     for mode in order:
                         with telemetry.mode(mode):
-                            targets[mode] = stack.enter_context(ServerProcess(kind)).target
+                            server = ServerProcess(kind, time_notices=True)
+                            targets[mode] = stack.enter_context(server).target
                     params = {
                         "targets": targets,
                         "count": size,
@@ -116,6 +126,8 @@ def _paired_notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: fl
                     flush=True,
                 )
             table.rows.extend(_notice_rows(size, client, measured))
+            if client == "long-poll":
+                parts.rows.extend(_part_rows(size, measured))
             for mode in TARGETED:
                 report.targets.append(
                     Target(
@@ -126,8 +138,24 @@ def _paired_notice(report: Report, sizes: tuple[int, ...], rounds: int, rate: fl
                         "x",
                     )
                 )
-    report.tables.append(table)
+    report.tables.extend((table, parts))
     report.data["paired_notice"] = runs
+
+
+def _part_rows(size: int, measured: Rounds[str]) -> list[list[object]]:
+    """Each mode's part of a long-polled notice in the paired servers, and vs off."""
+    off = measured.median("off", "server_part_us")
+    return [
+        [
+            size,
+            mode,
+            measured.median(mode, "server_part_us"),
+            measured.median(mode, "server_part_us") - off,
+            measured.ratio(mode, "off", "server_part_us"),
+            measured.spread(mode, "server_part_us", ".0f"),
+        ]
+        for mode in MODES
+    ]
 
 
 async def _paired_client(params: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +191,7 @@ async def _paired_client(params: dict[str, Any]) -> dict[str, Any]:
             await control.schedule(delay + index * step, spread)
         every = [task for mode_tasks in tasks.values() for task in mode_tasks]
         await asyncio.wait_for(asyncio.gather(*every), delay + spread + 180)
+        parts = {mode: (await control.stats()).notice_part_us for mode, control in controls.items()}
     finally:
         for client in clients.values():
             await client.aclose()
@@ -172,7 +201,10 @@ async def _paired_client(params: dict[str, Any]) -> dict[str, Any]:
         mode: [seen - finished for finished, seen in (task.result() for task in mode_tasks)]
         for mode, mode_tasks in tasks.items()
     }
-    return {mode: {"notice_ms": summary(values, 1000.0)} for mode, values in latencies.items()}
+    return {
+        mode: {"notice_ms": summary(values, 1000.0), "server_part_us": parts[mode]}
+        for mode, values in latencies.items()
+    }
 
 
 async def _client(params: dict[str, Any]) -> dict[str, Any]:

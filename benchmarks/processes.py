@@ -37,15 +37,26 @@ class ServerProcess:
     :param kind: one of :data:`benchmarks.server.KINDS`.
     :param count_rpcs: count the Operations RPCs it receives (an interceptor, some cost).
     :param default_options: grpc's default server options instead of ``server_options()``.
+    :param time_notices: time the server's part of each long-polled notice (``Stats``).
     """
 
-    def __init__(self, kind: str, *, count_rpcs: bool = False, default_options: bool = False):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        count_rpcs: bool = False,
+        default_options: bool = False,
+        time_notices: bool = False,
+    ):
         self.kind = kind
         self.args = [sys.executable, "-m", "benchmarks.server", "--kind", kind]
-        if count_rpcs:
-            self.args.append("--count-rpcs")
-        if default_options:
-            self.args.append("--default-options")
+        for flag, given in (
+            ("--count-rpcs", count_rpcs),
+            ("--default-options", default_options),
+            ("--time-notices", time_notices),
+        ):
+            if given:
+                self.args.append(flag)
         self._process: subprocess.Popen[str] | None = None
         self.target = ""
 

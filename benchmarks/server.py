@@ -16,7 +16,9 @@ Every kind finishes an operation with a ``google.protobuf.DoubleValue`` response
 the server's ``time.time()`` at the moment it finished it, so a client can measure
 completion-to-notice latency. Every kind also serves the Control service
 (:mod:`benchmarks.control`) and uses ``lro_async.server_options()`` unless
-``--default-options`` is given.
+``--default-options`` is given. With ``--time-notices``, an lro_async kind also times the
+server's part of each long-polled notice, from ``complete()`` to the WaitOperation
+handler's answer (``Stats`` answers the median).
 
 The process prints ``READY <port>`` once it listens on 127.0.0.1, and stops on SIGTERM,
 SIGINT, or when its standard input closes (its parent died).
@@ -30,6 +32,7 @@ import gc
 import resource
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -68,6 +71,10 @@ class Backend(Protocol):
 
     def waiting(self) -> int: ...
 
+    def notice_part_us(self) -> float:
+        """The median server's part of a long-polled notice (-1: not timed)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -85,15 +92,61 @@ class _UnimplementedWait(lro_async.AsyncOperationsServicer):
         raise AssertionError("context.abort returned")
 
 
+class _NoticeParts:
+    """The server's part of each long-polled notice: ``complete()`` to the answer.
+
+    Costs a dictionary entry per end and a coroutine layer per WaitOperation, alike in
+    every telemetry mode: what the modes add shows in real processes, where caches are
+    cold after each idle wait, not only in a loop running the same path back to back.
+    """
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+        self.samples: list[float] = []
+
+    def answered(self, name: str) -> None:
+        started = self.started.pop(name, None)
+        if started is not None:
+            self.samples.append(time.perf_counter() - started)
+
+    def median_us(self) -> float:
+        return statistics.median(self.samples) * 1e6 if self.samples else -1.0
+
+
+class _TimedWait(lro_async.AsyncOperationsServicer):
+    """lro_async's servicer, its WaitOperation answers timed by *parts*."""
+
+    def __init__(self, manager: lro_async.OperationManager, parts: _NoticeParts) -> None:
+        super().__init__(manager)
+        self.parts = parts
+
+    async def WaitOperation(
+        self, request: operations_pb2.WaitOperationRequest, context: _Context
+    ) -> operations_pb2.Operation:
+        answer = await super().WaitOperation(request, context)
+        self.parts.answered(request.name)
+        return answer
+
+
 class LroBackend:
     """lro_async's own server: an OperationManager and its servicer."""
 
     def __init__(
-        self, store: lro_async.stores.OperationStore, *, wait: bool, watch: bool = False
+        self,
+        store: lro_async.stores.OperationStore,
+        *,
+        wait: bool,
+        watch: bool = False,
+        time_notices: bool = False,
     ) -> None:
         self.manager = lro_async.OperationManager(store)
-        servicer_type = lro_async.AsyncOperationsServicer if wait else _UnimplementedWait
-        self.servicer = servicer_type(self.manager)
+        self.parts = _NoticeParts() if time_notices and wait else None
+        self.servicer: lro_async.AsyncOperationsServicer
+        if self.parts is not None:
+            self.servicer = _TimedWait(self.manager, self.parts)
+        else:
+            servicer_type = lro_async.AsyncOperationsServicer if wait else _UnimplementedWait
+            self.servicer = servicer_type(self.manager)
         self.watch = watch
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -105,10 +158,15 @@ class LroBackend:
         return [(await self.manager.create(parent=parent)).name for _ in range(count)]
 
     async def complete(self, name: str) -> None:
+        if self.parts is not None:
+            self.parts.started[name] = time.perf_counter()
         await self.manager.complete(name, wrappers_pb2.DoubleValue(value=time.time()))
 
     def waiting(self) -> int:
         return self.manager.watched
+
+    def notice_part_us(self) -> float:
+        return -1.0 if self.parts is None else self.parts.median_us()
 
     async def aclose(self) -> None:
         await self.manager.aclose()
@@ -143,6 +201,9 @@ class BareBackend(operations_pb2_grpc.OperationsServicer):
 
     def waiting(self) -> int:
         return self._waiting
+
+    def notice_part_us(self) -> float:
+        return -1.0
 
     async def aclose(self) -> None:
         for event in self._events.values():
@@ -229,6 +290,7 @@ class BenchServer:
             "gc": self.gc.state(),
             # gc-tracked objects: what a full collection walks (counting them costs a walk)
             "objects": len(gc.get_objects()) if request.get("objects") else -1,
+            "notice_part_us": self.backend.notice_part_us(),
         }
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -256,26 +318,27 @@ class _StdinWatch(asyncio.Protocol):
         self._closed.set()
 
 
-def _backend(kind: str, directory: Path) -> Backend:
-    if kind == "lro":
-        return LroBackend(lro_async.stores.MemoryStore(), wait=True)
-    if kind == "lro-watch":
-        return LroBackend(lro_async.stores.MemoryStore(), wait=True, watch=True)
-    if kind == "lro-nowait":
-        return LroBackend(lro_async.stores.MemoryStore(), wait=False)
+def _backend(kind: str, directory: Path, time_notices: bool) -> Backend:
+    wait, watch = kind != "lro-nowait", kind == "lro-watch"
+    if kind in ("lro", "lro-watch", "lro-nowait"):
+        store: lro_async.stores.OperationStore = lro_async.stores.MemoryStore()
+        return LroBackend(store, wait=wait, watch=watch, time_notices=time_notices)
     if kind == "lro-sqlite":
-        return LroBackend(SQLiteStore(str(directory / "bench.db")), wait=True)
+        store = SQLiteStore(str(directory / "bench.db"))
+        return LroBackend(store, wait=True, time_notices=time_notices)
     return BareBackend()
 
 
-async def serve(kind: str, *, count_rpcs: bool, default_options: bool) -> None:
+async def serve(
+    kind: str, *, count_rpcs: bool, default_options: bool, time_notices: bool = False
+) -> None:
     directory = Path(tempfile.mkdtemp(prefix="lro-bench-"))
     counter = RpcCounter() if count_rpcs else None
     options = [] if default_options else list(lro_async.server_options())
     server = grpc.aio.server(
         options=[*options, *MESSAGE_OPTIONS], interceptors=[counter] if counter else None
     )
-    bench = BenchServer(_backend(kind, directory), counter)
+    bench = BenchServer(_backend(kind, directory, time_notices), counter)
     bench.backend.register(server)
     server.add_generic_rpc_handlers([bench.handler()])
     port = server.add_insecure_port("127.0.0.1:0")
@@ -302,9 +365,19 @@ def main() -> None:
     parser.add_argument(
         "--default-options", action="store_true", help="grpc defaults, not server_options()"
     )
+    parser.add_argument(
+        "--time-notices", action="store_true", help="time the server's part of each notice"
+    )
     args = parser.parse_args()
     from_environment()
-    asyncio.run(serve(args.kind, count_rpcs=args.count_rpcs, default_options=args.default_options))
+    asyncio.run(
+        serve(
+            args.kind,
+            count_rpcs=args.count_rpcs,
+            default_options=args.default_options,
+            time_notices=args.time_notices,
+        )
+    )
 
 
 if __name__ == "__main__":
