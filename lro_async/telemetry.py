@@ -27,10 +27,10 @@ Spans (names, attributes; README "Traces and metrics" lists them with the metric
   trace; ``lro_async.operation`` (INTERNAL) per operation started by ``manager.start``,
   from start to its final write, linked to the span current at start (the RPC).
 
-Histogram values are measured when things happen and recorded through the SDK once the
-event loop turn that measured them is over (:meth:`Telemetry._record`), so the SDK's cost
-per record falls after the answers that turn sent, not before them; a registry's own
-bucket counts (:class:`_Buckets`) cost too little to defer.
+Durations and ends are measured when things happen and applied (counted, their attributes
+found, recorded) in one go later (:meth:`Telemetry._keep`): by the next collection, or 32
+at a time after the loop turn, so their cost falls after the answers a turn sends, not
+before them.
 """
 
 from __future__ import annotations
@@ -204,13 +204,7 @@ class ServerRpc:
         self.started = time.perf_counter()
 
     def end(self, code: grpc.StatusCode) -> None:
-        telemetry = self.telemetry
-        if telemetry._metered():
-            telemetry._record(
-                telemetry._rpc_duration,
-                time.perf_counter() - self.started,
-                telemetry._rpc_attributes(self.method, code),
-            )
+        self.telemetry._keep((_rpc_ended, self.method, code, time.perf_counter() - self.started))
         if self.span is not None:
             self._end_span(code.name, error=code in _SERVER_ERRORS)
 
@@ -246,13 +240,8 @@ class ServerRequest(ServerRpc):
 
     def end_http(self, status: int | None) -> None:
         """End it with the response's status (None: the client left before an answer)."""
-        telemetry = self.telemetry
-        if telemetry._metered():
-            telemetry._record(
-                telemetry._http_duration,
-                time.perf_counter() - self.started,
-                telemetry._http_attributes(self.verb, self.method, status),
-            )
+        elapsed = time.perf_counter() - self.started
+        self.telemetry._keep((_request_ended, self.verb, self.method, status, elapsed))
         # A client that left before the answer (None) is no error of the server's.
         self._end_span(0 if status is None else status, error=status is not None and status >= 500)
 
@@ -437,7 +426,7 @@ def _of_the_api(provider: object) -> bool:
     return type(provider).__module__.startswith("opentelemetry.metrics")
 
 
-#: Histogram records kept before they are made in one go (see :meth:`Telemetry._record`).
+#: Measurements kept before they are applied in one go (see :meth:`Telemetry._keep`).
 _PENDING = 32
 #: ... and made at once when this many wait (a loop that stopped before its drain ran).
 _PENDING_MAX = 4096
@@ -506,13 +495,13 @@ class Telemetry:
         self._n_waits = 0
         self._n_watches = 0
         self._n_store_errors: dict[str, int] = {}
-        # Histogram records wait here and are made in one go (_record): by a collection
-        # (a scrape, an SDK reader) first, on any thread, or by a drain every _PENDING.
-        # A deque's append and popleft are atomic: no lock on the hot path.
-        self._pending: collections.deque[
-            tuple[_Histogram, float, Mapping[str, str | int] | None]
-        ] = collections.deque()
+        # Measurements of ends, notices and calls wait here and are applied in one go
+        # (_keep): by a collection (a scrape, an SDK reader) first, on any thread, or by a
+        # drain every _PENDING. A deque's append and popleft are atomic: no lock on the hot
+        # path; the drains take one, as they count and record.
+        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._drain_queued = False
+        self._draining = threading.Lock()
         self._exposition: _Exposition | None = None
         self._duration: _Histogram
         self._notice: _Histogram
@@ -529,7 +518,7 @@ class Telemetry:
         self._requests: dict[tuple[str, str, int | None], Mapping[str, str | int]] = {}
         if prometheus_registry is None:
             # Until a meter provider is set up, the instruments are the API's no-op
-            # proxies, which drop what they are given: _record skips them.
+            # proxies, which drop what they are given: a drain skips them.
             self._metered = _Provided(
                 meter_provider is not None and not _of_the_api(meter_provider),
                 lambda: not _of_the_api(metrics.get_meter_provider()),
@@ -642,24 +631,21 @@ class Telemetry:
             attributes = self._requests.setdefault(key, made)
         return attributes
 
-    def _record(
-        self, histogram: _Histogram, value: float, attributes: Mapping[str, str | int] | None
-    ) -> None:
-        """Record *value*: soon, not now.
+    def _keep(self, measured: tuple[Any, ...]) -> None:
+        """Keep *measured* (its applying function, then its values) to apply soon, not now.
 
-        A record costs the SDK several microseconds (a measurement object, its attributes
-        cleaned and hashed) and lro_async's own buckets about half of one; made at once,
-        they would hold up what the turn does next, such as answering the waiters an end
-        just woke. Kept instead, records are made in one go: by a collection, which makes
-        every one kept before it reads (a scrape, an SDK reader's callbacks, from any
-        thread), and once :data:`_PENDING` wait, by one timer callback queued behind the
-        callbacks this loop turn scheduled (outside an event loop: at once).
-
-        Callers check :meth:`_metered` first: with no meter provider set up, the API's
-        no-op instruments would drop the record, so neither it nor its attributes are made.
+        What a measurement costs beyond taking it (its attributes found, a count, a
+        histogram record: the SDK's costs several microseconds, lro_async's own buckets
+        about half of one) would otherwise hold up what the turn does next, such as
+        answering the waiters an end just woke. Kept, measurements are applied in one go:
+        by a collection, which applies every one kept before it reads (a scrape, an SDK
+        reader's callbacks, from any thread), and once :data:`_PENDING` wait, by one timer
+        callback queued behind the callbacks this loop turn scheduled (outside an event
+        loop: at once). With no meter provider set up, a drain counts and records nothing
+        else: the API's no-op instruments would drop it.
         """
         pending = self._pending
-        pending.append((histogram, value, attributes))
+        pending.append(measured)
         kept = len(pending)
         if kept < _PENDING or (self._drain_queued and kept < _PENDING_MAX):
             return
@@ -675,15 +661,17 @@ class Telemetry:
         loop.call_later(0, self.flush)
 
     def flush(self) -> None:
-        """Make every histogram record kept so far (a collection does so first)."""
+        """Apply every measurement kept so far (a collection does so first)."""
         self._drain_queued = False
         pending = self._pending
-        while True:
-            try:
-                histogram, value, attributes = pending.popleft()
-            except IndexError:
-                return
-            histogram.record(value, attributes)
+        with self._draining:
+            metered = self._metered()
+            while True:
+                try:
+                    measured = pending.popleft()
+                except IndexError:
+                    return
+                measured[0](self, metered, *measured[1:])
 
     def _detach(self, token: object) -> None:
         self._context.detach(token)  # type: ignore[arg-type]
@@ -833,12 +821,10 @@ class Telemetry:
 
         :param duration: seconds from its creation (None: unknown).
         """
-        name = code_name(code)
-        self._n_finished[name] = self._n_finished.get(name, 0) + 1
-        if duration is not None and self._metered():
-            self._record(self._duration, duration, self._code(name))
+        self._keep((_operation_ended, code, duration))
         if span is not None:
             if span.is_recording():
+                name = code_name(code)
                 span.set_attribute("lro_async.operation.code", name)
                 if code:
                     span.set_status(self._error, message or name)
@@ -861,14 +847,47 @@ class Telemetry:
 
     def noticed(self, delay: float) -> None:
         """A waiter was answered *delay* seconds after its operation finished."""
-        if self._metered():
-            self._record(self._notice, max(delay, 0.0), None)
+        self._keep((_noticed, delay))
 
     def store_call(self, method: str, seconds: float, failed: bool) -> None:
-        if self._metered():
-            self._record(self._store_duration, seconds, self._method(method))
-        if failed:
-            self._n_store_errors[method] = self._n_store_errors.get(method, 0) + 1
+        self._keep((_store_called, method, seconds, failed))
+
+
+# How a drain applies each kind of measurement kept (Telemetry._keep), given whether a
+# meter provider or registry takes records.
+
+
+def _operation_ended(t: Telemetry, metered: bool, code: int, duration: float | None) -> None:
+    name = code_name(code)
+    t._n_finished[name] = t._n_finished.get(name, 0) + 1
+    if metered and duration is not None:
+        t._duration.record(duration, t._code(name))
+
+
+def _noticed(t: Telemetry, metered: bool, delay: float) -> None:
+    if metered:
+        t._notice.record(max(delay, 0.0), None)
+
+
+def _store_called(t: Telemetry, metered: bool, method: str, seconds: float, failed: bool) -> None:
+    if metered:
+        t._store_duration.record(seconds, t._method(method))
+    if failed:
+        t._n_store_errors[method] = t._n_store_errors.get(method, 0) + 1
+
+
+def _rpc_ended(
+    t: Telemetry, metered: bool, method: str, code: grpc.StatusCode, seconds: float
+) -> None:
+    if metered:
+        t._rpc_duration.record(seconds, t._rpc_attributes(method, code))
+
+
+def _request_ended(
+    t: Telemetry, metered: bool, verb: str, route: str, status: int | None, seconds: float
+) -> None:
+    if metered:
+        t._http_duration.record(seconds, t._http_attributes(verb, route, status))
 
 
 _OBSERVED = (
