@@ -498,7 +498,7 @@ class Telemetry:
         # Measurements of ends, notices and calls wait here and are applied in one go
         # (_keep): by a collection (a scrape, an SDK reader) first, on any thread, or by a
         # drain every _PENDING. A deque's append and popleft are atomic: no lock on the hot
-        # path; the drains take one, as they count and record.
+        # path; one drain at a time counts and records (see flush).
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._drain_queued = False
         self._draining = threading.Lock()
@@ -661,10 +661,18 @@ class Telemetry:
         loop.call_later(0, self.flush)
 
     def flush(self) -> None:
-        """Apply every measurement kept so far (a collection does so first)."""
+        """Apply every measurement kept so far (a collection does so first).
+
+        While another thread drains, this returns at once and leaves what is kept to that
+        drain and the next: no thread ever waits on another's drain, so none can hold a
+        lock of the SDK's (a reader collecting calls back into this) while waiting on
+        ours, whatever the SDK's own locking.
+        """
         self._drain_queued = False
-        pending = self._pending
-        with self._draining:
+        if not self._draining.acquire(blocking=False):
+            return
+        try:
+            pending = self._pending
             metered = self._metered()
             while True:
                 try:
@@ -672,6 +680,8 @@ class Telemetry:
                 except IndexError:
                     return
                 measured[0](self, metered, *measured[1:])
+        finally:
+            self._draining.release()
 
     def _detach(self, token: object) -> None:
         self._context.detach(token)  # type: ignore[arg-type]

@@ -130,3 +130,18 @@ def test_records_a_stopped_loop_was_to_make_are_made_at_a_bound(
     otel.telemetry.noticed(0.001)
     assert notices.made == _PENDING_MAX
     assert _from_another_thread(otel, NOTICE) == _PENDING_MAX
+
+
+def test_a_drain_while_another_thread_drains_returns_at_once_and_loses_nothing(
+    otel: Otel, notices: _Counting
+) -> None:
+    # A reader collecting holds the SDK's lock while it calls back into lro_async: a
+    # drain that waited on another's could deadlock against the SDK's own locking.
+    otel.telemetry._draining.acquire()  # another thread is draining
+    try:
+        for _ in range(_PENDING):
+            otel.telemetry.noticed(0.001)  # outside a loop, the chunk's drain runs here
+        assert notices.made == 0
+    finally:
+        otel.telemetry._draining.release()
+    assert _from_another_thread(otel, NOTICE) == _PENDING
