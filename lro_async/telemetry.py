@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -402,11 +401,10 @@ class _Provided:
 
     __slots__ = ("_given", "_is_set", "_look_again")
 
-    def __init__(self, given: bool, is_set: Callable[[], bool], *, look: bool = True) -> None:
+    def __init__(self, given: bool, is_set: Callable[[], bool]) -> None:
         self._given = given
         self._is_set = is_set
-        # time.monotonic() when the global is looked up again (look=False: never)
-        self._look_again = 0.0 if look else math.inf
+        self._look_again = 0.0  # time.monotonic() when the global is looked up again
 
     def __call__(self) -> bool:
         if self._given:
@@ -527,7 +525,7 @@ class Telemetry:
         else:
             # To the registry: lro_async keeps its own bucket counts (a record costs a
             # bisect and two additions under a lock, not an SDK measurement).
-            self._metered = _Provided(True, lambda: True, look=False)
+            self._metered = _Provided(True, lambda: True)
             self._duration = _Buckets(_OPERATION_DURATION)
             self._notice = _Buckets(_NOTICE_DELAY)
             self._store_duration = _Buckets(_STORE_DURATION)
