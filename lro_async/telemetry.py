@@ -40,6 +40,7 @@ import bisect
 import collections
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -203,7 +204,11 @@ class ServerRpc:
         self.started = time.perf_counter()
 
     def end(self, code: grpc.StatusCode) -> None:
-        self.telemetry._keep((_rpc_ended, self.method, code, time.perf_counter() - self.started))
+        telemetry = self.telemetry
+        pending = telemetry._pending  # Telemetry._keep, a frame less
+        pending.append((_rpc_ended, self.method, code, time.perf_counter() - self.started))
+        if len(pending) >= telemetry._due:
+            telemetry._drain_soon()
         if self.span is not None:
             self._end_span(code.name, error=code in _SERVER_ERRORS)
 
@@ -490,15 +495,17 @@ class Telemetry:
         self._n_started = 0
         self._n_finished: dict[str, int] = {}
         self._n_running = 0
-        self._n_waits = 0
-        self._n_watches = 0
         self._n_store_errors: dict[str, int] = {}
+        # Open waits and watches are not counted twice: the gauges read the counts their
+        # servicers keep for admission (count_open), held weakly.
+        self._waits_of: list[weakref.ref[Any]] = []
+        self._watches_of: list[weakref.ref[Any]] = []
         # Measurements of ends, notices and calls wait here and are applied in one go
         # (_keep): by a collection (a scrape, an SDK reader) first, on any thread, or by a
         # drain every _PENDING. A deque's append and popleft are atomic: no lock on the hot
         # path; one drain at a time counts and records (see flush).
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._drain_queued = False
+        self._due = _PENDING  # kept past which a drain is due: _PENDING_MAX once queued
         self._draining = threading.Lock()
         self._exposition: _Exposition | None = None
         self._duration: _Histogram
@@ -641,13 +648,19 @@ class Telemetry:
         callback queued behind the callbacks this loop turn scheduled (outside an event
         loop: at once). With no meter provider set up, a drain counts and records nothing
         else: the API's no-op instruments would drop it.
+
+        The measurements of a notice's path (an RPC's end, an operation's end, a notice)
+        repeat its two lines rather than call it: a frame less each.
         """
         pending = self._pending
         pending.append(measured)
-        kept = len(pending)
-        if kept < _PENDING or (self._drain_queued and kept < _PENDING_MAX):
-            return
-        if kept >= _PENDING_MAX:  # the loop that was to drain them stopped first
+        if len(pending) >= self._due:
+            self._drain_soon()
+
+    def _drain_soon(self) -> None:
+        """Queue a drain after this loop turn, or drain now (outside a loop, or when so
+        many are kept that the loop which was to drain them must have stopped)."""
+        if len(self._pending) >= _PENDING_MAX:
             self.flush()
             return
         try:
@@ -655,7 +668,7 @@ class Telemetry:
         except RuntimeError:
             self.flush()
             return
-        self._drain_queued = True
+        self._due = _PENDING_MAX
         loop.call_later(0, self.flush)
 
     def flush(self) -> None:
@@ -666,7 +679,7 @@ class Telemetry:
         lock of the SDK's (a reader collecting calls back into this) while waiting on
         ours, whatever the SDK's own locking.
         """
-        self._drain_queued = False
+        self._due = _PENDING
         if not self._draining.acquire(blocking=False):
             return
         try:
@@ -766,7 +779,7 @@ class Telemetry:
         :param method: ``service/Method``.
         :param context: the call's context (its metadata carries the caller's trace context).
         """
-        if not self.tracing():
+        if not self._traced():
             return ServerRpc(self, method, None, None)
         metadata = context.invocation_metadata() or ()
         parent = self._propagator.extract(metadata, getter=self._getter)  # type: ignore[arg-type]
@@ -829,7 +842,10 @@ class Telemetry:
 
         :param duration: seconds from its creation (None: unknown).
         """
-        self._keep((_operation_ended, code, duration))
+        pending = self._pending  # _keep, a frame less
+        pending.append((_operation_ended, code, duration))
+        if len(pending) >= self._due:
+            self._drain_soon()
         if span is not None:
             if span.is_recording():
                 name = code_name(code)
@@ -847,15 +863,23 @@ class Telemetry:
     def running(self, delta: int) -> None:
         self._n_running += delta
 
-    def waits(self, delta: int) -> None:
-        self._n_waits += delta
+    def count_open(self, source: object, *, waits: bool) -> None:
+        """Count *source*'s open calls in ``lro_async.waits.open`` (its ``waiting``, when
+        *waits*) or ``lro_async.watches.open`` (its ``streams``) for as long as it lives.
 
-    def watches(self, delta: int) -> None:
-        self._n_watches += delta
+        The servicers keep those counts for admission anyway: read when a reader
+        collects, they cost a wait or a stream nothing more.
+        """
+        sources = self._waits_of if waits else self._watches_of
+        sources[:] = [ref for ref in sources if ref() is not None]
+        sources.append(weakref.ref(source))
 
     def noticed(self, delay: float) -> None:
         """A waiter was answered *delay* seconds after its operation finished."""
-        self._keep((_noticed, delay))
+        pending = self._pending  # _keep, a frame less
+        pending.append((_noticed, delay))
+        if len(pending) >= self._due:
+            self._drain_soon()
 
     def store_call(self, method: str, seconds: float, failed: bool) -> None:
         self._keep((_store_called, method, seconds, failed))
@@ -863,6 +887,11 @@ class Telemetry:
 
 # How a drain applies each kind of measurement kept (Telemetry._keep), given whether a
 # meter provider or registry takes records.
+
+
+def _open(sources: list[weakref.ref[Any]], count: str) -> int:
+    """The sum of the *count* attribute of the *sources* that still live."""
+    return sum(getattr(ref(), count, 0) for ref in list(sources))
 
 
 def _operation_ended(t: Telemetry, metered: bool, code: int, duration: float | None) -> None:
@@ -925,15 +954,15 @@ _OBSERVED = (
         "lro_async.waits.open",
         "gauge",
         "{call}",
-        "WaitOperation calls open now",
-        lambda t: ((t._n_waits, None),),
+        "WaitOperation calls and ':wait' requests open now",
+        lambda t: ((_open(t._waits_of, "waiting"), None),),
     ),
     _Observed(
         "lro_async.watches.open",
         "gauge",
         "{stream}",
-        "Watch streams open now",
-        lambda t: ((t._n_watches, None),),
+        "Watch streams open now (gRPC and server-sent events)",
+        lambda t: ((_open(t._watches_of, "streams"), None),),
     ),
     _Observed(
         "lro_async.store.errors",

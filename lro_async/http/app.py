@@ -184,6 +184,8 @@ class OperationsApp:
         self.max_body_bytes = max_body_bytes
         self.waiting = 0
         """``:wait`` requests held now."""
+        if manager.telemetry is not None:
+            manager.telemetry.count_open(self, waits=True)
         self.dashboard = Dashboard(self) if dashboard else None
         self.watches: SseWatches | None = None
         """The ``:watch`` routes, if served."""

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from google.protobuf import any_pb2
+    from opentelemetry.trace import Span
 
 __all__ = ["OperationManager", "Work"]
 
@@ -123,6 +124,7 @@ class OperationManager:
             telemetry=self.telemetry,
         )
         """The reading side (get, list, wait) that the servicers share."""
+        spans: dict[str, Span] = {}  # the life spans of operations run here, until their end
         self._writes = writes = Writes(
             self._store,
             self._hub,
@@ -131,9 +133,11 @@ class OperationManager:
             lease=lease if self.shared else None,
             max_metadata_bytes=max_metadata_bytes,
             max_response_bytes=max_response_bytes,
-            take_span=lambda name: self._tasks.take_span(name),
+            spans=spans,
         )
-        self._tasks = Tasks(self._finish_with, writes.response, now_us, telemetry=self.telemetry)
+        self._tasks = Tasks(
+            self._finish_with, writes.response, now_us, spans, telemetry=self.telemetry
+        )
         self._upkeep = Upkeep(
             self._store,
             self._hub,

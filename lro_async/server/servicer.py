@@ -148,13 +148,15 @@ def rpc_method(
     by its ``service`` attribute (default ``google.longrunning.Operations``).
     """
     name = handler.__name__
+    operations_method = f"{OPERATIONS}/{name}"
 
     @functools.wraps(handler)
     async def wrapper(self: Service, request: Request, context: Context) -> Reply:
         telemetry: Telemetry | None = getattr(self, "telemetry", None)
         traced = None
         if telemetry is not None:
-            method = f"{getattr(self, 'service', OPERATIONS)}/{name}"
+            service = getattr(self, "service", OPERATIONS)
+            method = operations_method if service == OPERATIONS else f"{service}/{name}"
             traced = telemetry.server_rpc(method, context)
         try:
             if isinstance(request, _Malformed):
@@ -254,6 +256,9 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         SQLite's worker thread.
     """
 
+    service = OPERATIONS
+    """The service its calls' spans and durations are named by."""
+
     def __init__(
         self,
         manager: OperationManager,
@@ -278,6 +283,8 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         """WaitOperation calls open now."""
         self.telemetry = manager.telemetry
         """Where each call's span and duration go (:mod:`lro_async.telemetry`), or None."""
+        if self.telemetry is not None:
+            self.telemetry.count_open(self, waits=True)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register this servicer with *server*.
@@ -335,15 +342,10 @@ class AsyncOperationsServicer(operations_pb2_grpc.OperationsServicer):
         bound = wait_bound(self.max_wait, timeout, remaining, self.deadline_margin)
         reserve_wait(self.waiting, self.max_waits, "WaitOperation calls")
         self.waiting += 1
-        telemetry = self.telemetry
-        if telemetry is not None:
-            telemetry.waits(1)
         try:
             return await self.manager.wait(request.name, bound, progress=_progress(context))
         finally:
             self.waiting -= 1
-            if telemetry is not None:
-                telemetry.waits(-1)
 
     async def _allow(self, rpc: Rpc, resource: str, context: Context) -> None:
         await check_access(self.authorize, rpc, resource, lambda: caller_of(context))

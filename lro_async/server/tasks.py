@@ -63,17 +63,10 @@ Finish = Callable[[str, Outcome], Awaitable[Written | None]]
 class _Job:
     """One operation run here."""
 
-    __slots__ = ("context", "deleted", "lease_until", "outcome", "span", "task")
+    __slots__ = ("context", "deleted", "lease_until", "outcome", "task")
 
-    def __init__(
-        self,
-        context: OperationContext,
-        deleted: asyncio.Event,
-        lease_until: int | None,
-        span: Span | None,
-    ):
+    def __init__(self, context: OperationContext, deleted: asyncio.Event, lease_until: int | None):
         self.context = context
-        self.span = span  # of the operation's life (telemetry), until its end is written
         self.deleted = deleted  # set when the operation's record is deleted
         self.lease_until = lease_until  # microseconds: the lease as last renewed; None: no lease
         self.outcome: Outcome | None = None  # the end, while the store has yet to take it
@@ -86,6 +79,9 @@ class Tasks:
     :param finish: records an end (the manager's conditional finish).
     :param respond: packs what the work returned into the response (may raise, e.g. too big).
     :param clock: microseconds since the Unix epoch, the leases' clock.
+    :param spans: the life spans of the operations it runs, by name, until the end
+        written takes one out (the manager's writes do); a span still there when its task
+        is done is ended as unrecorded.
     :param retry: how a refused final write is retried.
     :param telemetry: where the running count and the operations' spans go (None: nowhere).
     """
@@ -95,6 +91,7 @@ class Tasks:
         finish: Finish,
         respond: Callable[[Message | None], any_pb2.Any],
         clock: Callable[[], int],
+        spans: dict[str, Span],
         *,
         retry: Backoff = FINAL_RETRY,
         telemetry: Telemetry | None = None,
@@ -103,6 +100,7 @@ class Tasks:
         self._finish = finish
         self._respond = respond
         self._clock = clock
+        self._spans = spans
         self._retry = retry
         self._jobs: dict[str, _Job] = {}
         self._stopping: Outcome | None = None  # set once close() began
@@ -137,7 +135,9 @@ class Tasks:
 
         :param span: the span of the operation's life, ended when its end is written.
         """
-        job = _Job(context, deleted, lease_until, span)
+        job = _Job(context, deleted, lease_until)
+        if span is not None:
+            self._spans[name] = span
         task = asyncio.get_running_loop().create_task(self._run(name, job, work), name=name)
         job.task = task
         self._jobs[name] = job
@@ -145,23 +145,16 @@ class Tasks:
         if self._telemetry is not None:
             self._telemetry.running(1)
 
-    def take_span(self, name: str) -> Span | None:
-        """The span of *name*'s life, handed over to be ended (its end was written)."""
-        job = self._jobs.get(name)
-        if job is None:
-            return None
-        span, job.span = job.span, None
-        return span
-
     def _drop(self, name: str, job: _Job) -> None:
-        if self._jobs.get(name) is job:
+        current = self._jobs.get(name) is job
+        if current:
             del self._jobs[name]
         if self._telemetry is not None:
             self._telemetry.running(-1)
-            if job.span is not None:  # deleted, or the store never took its end
+            span = self._spans.pop(name, None) if current else None
+            if span is not None:  # deleted, or the store never took its end
                 why = "deleted" if job.deleted.is_set() else "not recorded"
-                self._telemetry.operation_ended_unrecorded(job.span, why)
-                job.span = None
+                self._telemetry.operation_ended_unrecorded(span, why)
 
     def held(self) -> list[str]:
         """The operations whose lease this replica must keep: work running, or an end

@@ -111,6 +111,8 @@ class WatchServicer:
         self._streams: dict[str, int] = {}
         self.streams = 0
         """Watch streams open now."""
+        if manager.telemetry is not None:
+            manager.telemetry.count_open(self, waits=False)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register the OperationsWatch service with *server*."""
@@ -129,7 +131,6 @@ class WatchServicer:
         if telemetry is None:
             return await self._watch(context)
         traced = telemetry.server_rpc(f"{WATCH}/Watch", context)
-        telemetry.watches(1)
         code = grpc.StatusCode.OK
         try:
             await self._watch(context)
@@ -137,7 +138,6 @@ class WatchServicer:
             code = _status_of(context)
             raise
         finally:
-            telemetry.watches(-1)
             traced.end(code)
 
     async def _watch(self, context: Context) -> None:

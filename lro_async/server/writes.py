@@ -9,7 +9,6 @@ knows nothing of tasks: the manager does both before it calls here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from google.longrunning import operations_pb2
@@ -46,9 +45,12 @@ class Writes:
         lease: float | None,
         max_metadata_bytes: int,
         max_response_bytes: int,
-        take_span: Callable[[str], Span | None],
+        spans: dict[str, Span],
     ) -> None:
-        """:param lease: seconds of a new operation's lease; None: the store is not shared."""
+        """:param lease: seconds of a new operation's lease; None: the store is not shared.
+        :param spans: the life spans of the operations run here (the manager's tasks
+            put them in), by name; a written end takes its operation's out and ends it.
+        """
         self._store = store
         self._hub = hub
         self._reads = reads
@@ -57,7 +59,7 @@ class Writes:
         self._lease_us = None if lease is None else int(lease * 1e6)
         self._max_metadata = max_metadata_bytes
         self._max_response = max_response_bytes
-        self._take_span = take_span
+        self._spans = spans
         self._last_create_us = 0
         self._burst = _Burst()
 
@@ -140,7 +142,7 @@ class Writes:
             if self._telemetry is not None:
                 status = record.operation.error
                 self._telemetry.operation_finished(
-                    self._take_span(name),
+                    self._spans.pop(name, None),
                     status.code,
                     status.message,
                     (record.update_time - record.create_time) / 1e6,

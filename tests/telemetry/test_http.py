@@ -148,3 +148,30 @@ async def test_a_wait_over_the_sse_watch_has_one_stream_span_on_each_side(otel: 
     assert served.parent is not None and served.parent.is_remote
     assert stream.context is not None and served.parent.span_id == stream.context.span_id
     assert dict(served.attributes or {})["rpc.method"] == WATCH
+
+
+async def test_a_held_wait_and_an_sse_stream_count_in_the_open_gauges(otel: Otel) -> None:
+    async with lro_async.OperationManager() as manager:
+        waits = lro_async.http.asgi_app(manager, watch=False)  # its client long-polls :wait
+        watches = lro_async.http.asgi_app(manager)  # its client watches over SSE
+        async with (
+            lro_async.http.running_http_server(waits, grace=1.0) as waiting,
+            lro_async.http.running_http_server(watches, grace=1.0) as watching,
+        ):
+            polls = lro_async.AsyncOperationsClient.from_url(waiting.url)
+            streams = lro_async.AsyncOperationsClient.from_url(watching.url)
+            op = await manager.create()
+            polled = asyncio.ensure_future(polls.operation(op.name).result())
+            watched = asyncio.ensure_future(streams.operation(op.name).result())
+            await until(lambda: waits.waiting == 1, "the :wait held by the server")
+            assert watches.watches is not None
+            await until(lambda: watches.watches is not None and watches.watches.opened, "a stream")
+            assert otel.value("lro_async.waits.open") == 1
+            assert otel.value("lro_async.watches.open") == 1
+            await manager.complete(op.name)
+            await polled
+            await watched
+            await polls.aclose()
+            await streams.aclose()  # ends the stream
+            await until(lambda: otel.value("lro_async.watches.open") == 0, "the stream's end")
+            assert otel.value("lro_async.waits.open") == 0
