@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from prometheus_client.core import Metric
     from prometheus_client.registry import CollectorRegistry
 
+    from .stores.base import OperationRecord
+
 __all__ = [
     "INSTALL_HINT",
     "ClientRpc",
@@ -541,6 +543,10 @@ class Telemetry:
             self._exposition = _Exposition(self)
             prometheus_registry.register(self._exposition)
             self._registry = prometheus_registry
+        self.recording = self._metered()
+        """Whether the histograms take records (a meter provider is set up, or a registry
+        answered), as of the last drain or collection: while False, a server's RPCs and
+        notices are not measured at all (the API's no-op instruments would drop them)."""
 
     def _instrument(self, meter: Meter, observation: type[Observation]) -> None:
         """Make the OpenTelemetry instruments (the SDK's path)."""
@@ -684,7 +690,7 @@ class Telemetry:
             return
         try:
             pending = self._pending
-            metered = self._metered()
+            metered = self.recording = self._metered()
             while True:
                 try:
                     measured = pending.popleft()
@@ -773,14 +779,17 @@ class Telemetry:
 
     # -- server -----------------------------------------------------------------------
 
-    def server_rpc(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> ServerRpc:
+    def server_rpc(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ServerRpc | None:
         """Start the span of an incoming RPC in the caller's trace and make it current.
 
         :param method: ``service/Method``.
         :param context: the call's context (its metadata carries the caller's trace context).
+        :returns: None while there is neither span nor record to make (:attr:`recording`).
         """
         if not self._traced():
-            return ServerRpc(self, method, None, None)
+            return ServerRpc(self, method, None, None) if self.recording else None
         metadata = context.invocation_metadata() or ()
         parent = self._propagator.extract(metadata, getter=self._getter)  # type: ignore[arg-type]
         span = self.tracer.start_span(
@@ -835,23 +844,21 @@ class Telemetry:
             links=links,
         )
 
-    def operation_finished(
-        self, span: Span | None, code: int, message: str, duration: float | None
-    ) -> None:
-        """Count an operation's end under its code; end its span if it has one.
-
-        :param duration: seconds from its creation (None: unknown).
-        """
+    def operation_finished(self, span: Span | None, record: OperationRecord) -> None:
+        """Count an operation's end (*record*, as written) under its code; end its span
+        if it has one. Its code and duration are read when the end is applied: a record
+        is read-only."""
         pending = self._pending  # _keep, a frame less
-        pending.append((_operation_ended, code, duration))
+        pending.append((_operation_ended, record))
         if len(pending) >= self._due:
             self._drain_soon()
         if span is not None:
             if span.is_recording():
-                name = code_name(code)
+                status = record.operation.error
+                name = code_name(status.code)
                 span.set_attribute("lro_async.operation.code", name)
-                if code:
-                    span.set_status(self._error, message or name)
+                if status.code:
+                    span.set_status(self._error, status.message or name)
             span.end()
 
     def operation_ended_unrecorded(self, span: Span, why: str) -> None:
@@ -894,11 +901,11 @@ def _open(sources: list[weakref.ref[Any]], count: str) -> int:
     return sum(getattr(ref(), count, 0) for ref in list(sources))
 
 
-def _operation_ended(t: Telemetry, metered: bool, code: int, duration: float | None) -> None:
-    name = code_name(code)
+def _operation_ended(t: Telemetry, metered: bool, record: OperationRecord) -> None:
+    name = code_name(record.operation.error.code)
     t._n_finished[name] = t._n_finished.get(name, 0) + 1
-    if metered and duration is not None:
-        t._duration.record(duration, t._code(name))
+    if metered:
+        t._duration.record((record.update_time - record.create_time) / 1e6, t._code(name))
 
 
 def _noticed(t: Telemetry, metered: bool, delay: float) -> None:

@@ -128,14 +128,14 @@ class Reads:
                     operation = operations_pb2.Operation()
                     operation.CopyFrom(watch.outcome)
                     if watch.finished:
-                        self._noticed(watch.finished)
+                        self.noticed(watch.finished)
                     return operation
                 seen = watch.changes
                 record = self.visible(name, await self.for_waiter(name))
                 operation = record.operation
                 if operation.done or hub.closed:
                     if slept and operation.done:
-                        self._noticed(record.update_time)
+                        self.noticed(record.update_time)
                     return operation
                 if progress is not None:
                     fingerprint = metadata_fingerprint(operation.metadata)
@@ -151,6 +151,9 @@ class Reads:
         finally:
             hub.leave(name, watch)
 
-    def _noticed(self, finished_us: int) -> None:
-        if self.telemetry is not None:
-            self.telemetry.noticed((now_us() - finished_us) / 1e6)
+    def noticed(self, finished_us: int) -> None:
+        """A waiter is answered now; its operation finished at *finished_us* (a record's
+        clock): its notice delay, if telemetry records."""
+        telemetry = self.telemetry
+        if telemetry is not None and telemetry.recording:
+            telemetry.noticed((now_us() - finished_us) / 1e6)

@@ -35,7 +35,6 @@ from ..errors import (
 from ..filtering import Filter, parse_filter
 from ..names import check_name, list_parent
 from ..protobuf import metadata_fingerprint, pack, seconds_duration
-from ..stores.base import now_us
 from ..telemetry import WATCH
 from ..v1 import watch_pb2
 from ..wire import WATCH_SERVED_HEADER
@@ -128,9 +127,9 @@ class WatchServicer:
     async def Watch(self, request_iterator: object, context: Context) -> None:
         """The Watch RPC: read requests on one side, send batched events on the other."""
         telemetry = self.manager.telemetry
-        if telemetry is None:
+        traced = None if telemetry is None else telemetry.server_rpc(f"{WATCH}/Watch", context)
+        if traced is None:
             return await self._watch(context)
-        traced = telemetry.server_rpc(f"{WATCH}/Watch", context)
         code = grpc.StatusCode.OK
         try:
             await self._watch(context)
@@ -476,10 +475,9 @@ class _Stream:
         if entry is None:  # removed meanwhile
             return None
         outcome = entry.watch.outcome
-        telemetry = self._reads.telemetry
         if outcome is not None:  # finished here: no need to read it back
-            if telemetry is not None and entry.watch.finished:
-                telemetry.noticed((now_us() - entry.watch.finished) / 1e6)
+            if entry.watch.finished:
+                self._reads.noticed(entry.watch.finished)
             self._drop(name)
             return Event(kind=Event.DONE, name=name, operation=outcome)
         if why == _CHANGE and not (entry.metadata or closing or self._shared is not None):
@@ -505,8 +503,8 @@ class _Stream:
             return _error_event(name, _not_found(name))
         operation = record.operation
         if operation.done:
-            if telemetry is not None and not why & _ADDED:  # it was watched as it finished
-                telemetry.noticed((now_us() - record.update_time) / 1e6)
+            if not why & _ADDED:  # it was watched as it finished
+                self._reads.noticed(record.update_time)
             self._drop(name)
             return Event(kind=Event.DONE, name=name, operation=operation)
         if entry.metadata:

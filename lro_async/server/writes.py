@@ -140,13 +140,7 @@ class Writes:
                 name, final=True, outcome=record.operation, finished=record.update_time
             )
             if self._telemetry is not None:
-                status = record.operation.error
-                self._telemetry.operation_finished(
-                    self._spans.pop(name, None),
-                    status.code,
-                    status.message,
-                    (record.update_time - record.create_time) / 1e6,
-                )
+                self._telemetry.operation_finished(self._spans.pop(name, None), record)
             self._burst.count()
         return written
 

@@ -67,9 +67,69 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_global_providers_set_later_are_used_within_a_second() -> None:
+# A server that only answers RPCs and waits (no operation ends of its own to drain): with
+# no meter provider it measures none of them; one set later is used from its reader's
+# first collections on.
+SERVED = textwrap.dedent(
+    """
+    import asyncio, time
+
+    from google.longrunning import operations_pb2, operations_pb2_grpc
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    import lro_async.testing
+    from lro_async import telemetry
+
+    def count(reader, name):
+        data = reader.get_metrics_data()
+        return sum(
+            point.count
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+        ) if data else 0
+
+    async def main():
+        async with lro_async.testing.serve() as served:
+            stub = operations_pb2_grpc.OperationsStub(served.channel)
+            op = await served.manager.create()
+            get = operations_pb2.GetOperationRequest(name=op.name)
+            await stub.GetOperation(get)
+            assert telemetry.current().recording is False
+            reader = InMemoryMetricReader()
+            metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+            give_up = time.monotonic() + 5
+            while time.monotonic() < give_up:
+                await stub.GetOperation(get)
+                if count(reader, "rpc.server.call.duration"):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise SystemExit("RPCs were never measured")
+            waited = asyncio.ensure_future(
+                stub.WaitOperation(operations_pb2.WaitOperationRequest(name=op.name))
+            )
+            while served.servicer.waiting == 0:
+                await asyncio.sleep(0.001)
+            await served.manager.complete(op.name)
+            await waited
+            if count(reader, "lro_async.notice.delay") != 1:
+                raise SystemExit("the notice was not measured")
+            print("seen after", round(time.monotonic() - give_up + 5, 2), "s")
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("script", [SCRIPT, SERVED], ids=["operations", "served-rpcs"])
+def test_global_providers_set_later_are_used_within_a_second(script: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     seconds = float(done.stdout.split()[2])
