@@ -206,11 +206,7 @@ class ServerRpc:
         self.started = time.perf_counter()
 
     def end(self, code: grpc.StatusCode) -> None:
-        telemetry = self.telemetry
-        pending = telemetry._pending  # Telemetry._keep, a frame less
-        pending.append((_rpc_ended, self.method, code, time.perf_counter() - self.started))
-        if len(pending) >= telemetry._due:
-            telemetry._drain_soon()
+        self.telemetry._keep((_rpc_ended, self.method, code, time.perf_counter() - self.started))
         if self.span is not None:
             self._end_span(code.name, error=code in _SERVER_ERRORS)
 
@@ -652,21 +648,16 @@ class Telemetry:
         by a collection, which applies every one kept before it reads (a scrape, an SDK
         reader's callbacks, from any thread), and once :data:`_PENDING` wait, by one timer
         callback queued behind the callbacks this loop turn scheduled (outside an event
-        loop: at once). With no meter provider set up, a drain counts and records nothing
-        else: the API's no-op instruments would drop it.
-
-        The measurements of a notice's path (an RPC's end, an operation's end, a notice)
-        repeat its two lines rather than call it: a frame less each.
+        loop: at once). With no meter provider set up, a drain only counts ends and store
+        errors (the API's no-op instruments would drop the records), and a server measures
+        no RPC nor notice at all (:attr:`recording`).
         """
         pending = self._pending
         pending.append(measured)
-        if len(pending) >= self._due:
-            self._drain_soon()
-
-    def _drain_soon(self) -> None:
-        """Queue a drain after this loop turn, or drain now (outside a loop, or when so
-        many are kept that the loop which was to drain them must have stopped)."""
-        if len(self._pending) >= _PENDING_MAX:
+        kept = len(pending)
+        if kept < self._due:
+            return
+        if kept >= _PENDING_MAX:  # the loop that was to drain them stopped first
             self.flush()
             return
         try:
@@ -674,7 +665,7 @@ class Telemetry:
         except RuntimeError:
             self.flush()
             return
-        self._due = _PENDING_MAX
+        self._due = _PENDING_MAX  # one drain queued at a time
         loop.call_later(0, self.flush)
 
     def flush(self) -> None:
@@ -848,10 +839,7 @@ class Telemetry:
         """Count an operation's end (*record*, as written) under its code; end its span
         if it has one. Its code and duration are read when the end is applied: a record
         is read-only."""
-        pending = self._pending  # _keep, a frame less
-        pending.append((_operation_ended, record))
-        if len(pending) >= self._due:
-            self._drain_soon()
+        self._keep((_operation_ended, record))
         if span is not None:
             if span.is_recording():
                 status = record.operation.error
@@ -883,10 +871,7 @@ class Telemetry:
 
     def noticed(self, delay: float) -> None:
         """A waiter was answered *delay* seconds after its operation finished."""
-        pending = self._pending  # _keep, a frame less
-        pending.append((_noticed, delay))
-        if len(pending) >= self._due:
-            self._drain_soon()
+        self._keep((_noticed, delay))
 
     def store_call(self, method: str, seconds: float, failed: bool) -> None:
         self._keep((_store_called, method, seconds, failed))

@@ -212,8 +212,8 @@ class OperationsApp:
             return
         request = self._route(scope)
         telemetry = self.manager.telemetry
-        if telemetry is None:
-            await self._answer(request, scope, receive, send)
+        if telemetry is None or not (telemetry.recording or telemetry.tracing()):
+            await self._answer(request, scope, receive, send)  # nothing would be made
             return
         if isinstance(request, _Request):
             method, route = f"{OPERATIONS}/{request.rpc}", _ROUTES[request.rpc]
