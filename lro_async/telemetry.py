@@ -53,8 +53,6 @@ if TYPE_CHECKING:
     from prometheus_client.core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-    from .stores.base import OperationRecord
-
 __all__ = [
     "INSTALL_HINT",
     "ClientRpc",
@@ -262,6 +260,17 @@ _SERVER_ERRORS = frozenset(
 
 
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+class _Ended(Protocol):
+    """An operation's end as a store wrote it (a stores' OperationRecord; read-only)."""
+
+    @property
+    def operation(self) -> Any: ...
+    @property
+    def create_time(self) -> int: ...
+    @property
+    def update_time(self) -> int: ...
 
 
 class _Histogram(Protocol):
@@ -835,7 +844,7 @@ class Telemetry:
             links=links,
         )
 
-    def operation_finished(self, span: Span | None, record: OperationRecord) -> None:
+    def operation_finished(self, span: Span | None, record: _Ended) -> None:
         """Count an operation's end (*record*, as written) under its code; end its span
         if it has one. Its code and duration are read when the end is applied: a record
         is read-only."""
@@ -886,7 +895,7 @@ def _open(sources: list[weakref.ref[Any]], count: str) -> int:
     return sum(getattr(ref(), count, 0) for ref in list(sources))
 
 
-def _operation_ended(t: Telemetry, metered: bool, record: OperationRecord) -> None:
+def _operation_ended(t: Telemetry, metered: bool, record: _Ended) -> None:
     name = code_name(record.operation.error.code)
     t._n_finished[name] = t._n_finished.get(name, 0) + 1
     if metered:
