@@ -16,6 +16,22 @@ pytest.importorskip(
     "opentelemetry.sdk", reason="needs the otel extra: pip install 'lro-async[otel]'"
 )
 
+# What both scripts start with: a metric's count (a histogram's) as a reader reads it now.
+COUNT = textwrap.dedent(
+    """
+    def count(reader, name):
+        data = reader.get_metrics_data()
+        return sum(
+            point.count
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+        ) if data else 0
+    """
+)
+
 SCRIPT = textwrap.dedent(
     """
     import asyncio, time
@@ -29,17 +45,6 @@ SCRIPT = textwrap.dedent(
 
     import lro_async
     from lro_async import telemetry
-
-    def count(reader, name):
-        data = reader.get_metrics_data()
-        return sum(
-            point.count
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == name
-            for point in metric.data.data_points
-        ) if data else 0
 
     async def main():
         assert telemetry.current() is not None
@@ -82,17 +87,6 @@ SERVED = textwrap.dedent(
     import lro_async.testing
     from lro_async import telemetry
 
-    def count(reader, name):
-        data = reader.get_metrics_data()
-        return sum(
-            point.count
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == name
-            for point in metric.data.data_points
-        ) if data else 0
-
     async def main():
         async with lro_async.testing.serve() as served:
             stub = operations_pb2_grpc.OperationsStub(served.channel)
@@ -129,7 +123,7 @@ SERVED = textwrap.dedent(
 @pytest.mark.parametrize("script", [SCRIPT, SERVED], ids=["operations", "served-rpcs"])
 def test_global_providers_set_later_are_used_within_a_second(script: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", COUNT + script], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     seconds = float(done.stdout.split()[2])
